@@ -1,0 +1,5 @@
+import sys
+
+from imd.cli import main
+
+sys.exit(main())

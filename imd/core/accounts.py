@@ -1,0 +1,233 @@
+# -*- test-case-name: tests.test_accounts -*-
+"""
+Accounts and tokens: registration, login by password or SMS code, token
+checks that keep a used token alive, revocation and password changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.logger import Logger
+
+from imd.config import AuthConfig, SmsConfig
+from imd.core.passwords import PasswordHasher
+from imd.errors import (
+    BadCredentials,
+    BadSmsCode,
+    InvalidField,
+    InvalidToken,
+    NotFound,
+    RateLimited,
+)
+
+log = Logger()
+
+UID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,50}$")
+TELEPHONE_RE = re.compile(r"^\+?[0-9]{5,20}$")
+MIN_PASSWORD, MAX_PASSWORD = 6, 128
+# A token's expiry is pushed forward at most this often (ms), so a busy
+# connection does not write its token row on every frame.
+EXTEND_EVERY_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Session:
+    """The answer to a login: a new token for C{uid}."""
+
+    uid: str
+    token: str
+    expires_in: int
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_uid(uid: Any) -> str:
+    if not isinstance(uid, str) or not UID_RE.match(uid):
+        raise InvalidField("uid must be 1-50 characters of A-Z a-z 0-9 _ . @ -")
+    return uid
+
+
+def check_telephone(telephone: Any) -> str:
+    if not isinstance(telephone, str) or not TELEPHONE_RE.match(telephone):
+        raise InvalidField("telephone must be 5-20 digits, optionally after +")
+    return telephone
+
+
+def check_password(password: Any) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise InvalidField(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+    return password
+
+
+class AccountService:
+    def __init__(
+        self,
+        store: Any,
+        auth: AuthConfig,
+        sms: SmsConfig,
+        gateway: Any,
+        reactor: Any,
+    ) -> None:
+        self._users = store.users
+        self._tokens = store.tokens
+        self._codes = store.sms_codes
+        self._auth = auth
+        self._sms = sms
+        self._gateway = gateway
+        self._clock = reactor
+        self.hasher = PasswordHasher(reactor, auth.hash_time_cost, auth.hash_memory_kib)
+
+    def _now(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    @inlineCallbacks
+    def register(self, uid: str, password: str | None, telephone: str | None = None, name: str = ""):
+        """Create an account; C{password} None makes one that logs in by SMS only."""
+        check_uid(uid)
+        if telephone is not None:
+            check_telephone(telephone)
+        if not isinstance(name, str) or len(name) > 100:
+            raise InvalidField("name must be at most 100 characters")
+        password_hash = None
+        if password is not None:
+            password_hash = yield self.hasher.hash(check_password(password))
+        user = yield self._users.create(uid, password_hash, self._now(), telephone, name)
+        log.info("account {uid} created", uid=uid)
+        returnValue(user)
+
+    @inlineCallbacks
+    def login(self, uid: Any, password: Any):
+        """Log in by user id and password; a new token."""
+        if not isinstance(uid, str) or not isinstance(password, str):
+            raise BadCredentials()
+        user = yield self._users.get(uid) if UID_RE.match(uid) else None
+        ok = yield self.hasher.verify(user.password_hash if user else None, password)
+        if not ok or user.disabled:
+            log.info("failed login for {uid}", uid=uid)
+            raise BadCredentials()
+        if self.hasher.needs_rehash(user.password_hash):
+            new_hash = yield self.hasher.hash(password)
+            yield self._users.set_password_hash(uid, new_hash, self._now())
+        session = yield self.issue_token(uid)
+        returnValue(session)
+
+    @inlineCallbacks
+    def login_by_telephone(self, telephone: Any, password: Any = None, sms_code: Any = None):
+        """
+        Log in by telephone.  With C{[sms] required} the code must match;
+        a password, when given, must match too.  Without a password the
+        code alone logs in (and then is always required).
+        """
+        if not isinstance(telephone, str) or not TELEPHONE_RE.match(telephone):
+            raise BadCredentials("wrong telephone, password or SMS code")
+        if password is None and sms_code is None:
+            raise BadCredentials("a password or an SMS code is required")
+        user = yield self._users.get_by_telephone(telephone)
+        if password is not None:
+            ok = yield self.hasher.verify(user.password_hash if user else None, str(password))
+            if not ok:
+                raise BadCredentials("wrong telephone, password or SMS code")
+        if sms_code is not None or password is None or self._sms.required:
+            yield self.verify_sms_code(telephone, sms_code)
+        if user is None or user.disabled:
+            raise BadCredentials("wrong telephone, password or SMS code")
+        session = yield self.issue_token(user.uid)
+        returnValue(session)
+
+    @inlineCallbacks
+    def issue_token(self, uid: str):
+        token = secrets.token_urlsafe(32)
+        now = self._now()
+        ttl_ms = self._auth.token_ttl * 1000
+        yield self._tokens.add(token_hash(token), uid, now, now + ttl_ms)
+        returnValue(Session(uid=uid, token=token, expires_in=self._auth.token_ttl))
+
+    @inlineCallbacks
+    def authenticate(self, token: Any):
+        """The uid a live C{token} belongs to; a used token lives on."""
+        if not isinstance(token, str) or not token or len(token) > 256:
+            raise InvalidToken()
+        hashed = token_hash(token)
+        row = yield self._tokens.get(hashed)
+        now = self._now()
+        if row is None or row.expires_at <= now:
+            raise InvalidToken()
+        renewed = now + self._auth.token_ttl * 1000
+        if renewed - row.expires_at >= EXTEND_EVERY_MS:
+            yield self._tokens.extend(hashed, renewed)
+        returnValue(row.uid)
+
+    def logout(self, token: str):
+        return self._tokens.revoke(token_hash(token))
+
+    @inlineCallbacks
+    def change_password(self, uid: str, old: Any, new: Any, current_token: str | None = None):
+        """Change C{uid}'s password; every other token of the user is revoked."""
+        user = yield self._users.get(uid)
+        if user is None:
+            raise NotFound(f"no user {uid}")
+        ok = yield self.hasher.verify(user.password_hash, old if isinstance(old, str) else "")
+        if not ok:
+            raise BadCredentials("the old password is wrong")
+        yield self._set_password(uid, new, keep=current_token)
+
+    @inlineCallbacks
+    def set_password(self, uid: str, new: Any):
+        """Administrative reset: no old password; every token is revoked."""
+        user = yield self._users.get(uid)
+        if user is None:
+            raise NotFound(f"no user {uid}")
+        yield self._set_password(uid, new, keep=None)
+
+    @inlineCallbacks
+    def _set_password(self, uid: str, new: Any, keep: str | None):
+        new_hash = yield self.hasher.hash(check_password(new))
+        yield self._users.set_password_hash(uid, new_hash, self._now())
+        revoked = yield self._tokens.revoke_all(uid, keep=None if keep is None else token_hash(keep))
+        log.info("password of {uid} changed; {revoked} tokens revoked", uid=uid, revoked=revoked)
+
+    @inlineCallbacks
+    def request_sms_code(self, telephone: Any):
+        """Send a new code to C{telephone} through the configured gateway."""
+        check_telephone(telephone)
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        now = self._now()
+        stored = yield self._codes.put(
+            telephone,
+            token_hash(code),
+            now,
+            expires_at=now + self._sms.code_ttl * 1000,
+            resend_after=now - self._sms.resend_interval * 1000,
+        )
+        if not stored:
+            raise RateLimited(f"a code was sent less than {self._sms.resend_interval} s ago")
+        yield self._gateway.send(telephone, code)
+
+    @inlineCallbacks
+    def verify_sms_code(self, telephone: str, code: Any):
+        """Check (and use up) the code sent to C{telephone}."""
+        if not isinstance(code, str) or not code:
+            raise BadSmsCode("an SMS code is required")
+        stored = yield self._codes.take_attempt(telephone)
+        if (
+            stored is None
+            or stored.expires_at <= self._now()
+            or stored.attempts >= self._sms.max_attempts
+            or not secrets.compare_digest(stored.code_hash, token_hash(code))
+        ):
+            raise BadSmsCode()
+        yield self._codes.delete(telephone)
+
+    def list_users(self, after: str = "", limit: int = 100):
+        return self._users.list(after, limit)
+
+    def get_user(self, uid: str):
+        return self._users.get(uid)

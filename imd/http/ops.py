@@ -1,0 +1,43 @@
+# -*- test-case-name: tests.test_http -*-
+"""``/healthz`` and ``/metrics``: what operators and load balancers read."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client.twisted import MetricsResource
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from imd import __version__
+from imd.http.util import write_json
+
+log = Logger()
+PING_TIMEOUT = 5
+
+
+def install(app, server: Any) -> None:
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    @inlineCallbacks
+    def healthz(request):
+        started = time.perf_counter()
+        store = {"status": "ok", "backend": server.store.db.dialect}
+        try:
+            d = server.store.db.ping()
+            d.addTimeout(PING_TIMEOUT, server.reactor)
+            yield d
+            store["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        except Exception as e:
+            log.warn("health check: store unreachable: {error}", error=e)
+            store.update(status="unreachable", error=str(e).splitlines()[0] if str(e) else repr(e))
+        healthy = store["status"] == "ok"
+        return write_json(
+            request,
+            {"status": "ok" if healthy else "unavailable", "version": __version__, "store": store},
+            200 if healthy else 503,
+        )
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(request):
+        return MetricsResource(server.metrics.registry)

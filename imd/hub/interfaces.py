@@ -1,0 +1,57 @@
+"""What a channel's live connection and the hub promise each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from zope.interface import Attribute, Interface
+
+
+@dataclass(frozen=True)
+class Event:
+    """
+    Something that happened, for live sessions to render in their own wire
+    format.  C{kind} names it (``"message"``, ``"roster.add"``, …);
+    C{data} is JSON-serialisable so that it can cross instances.
+    """
+
+    kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ISession(Interface):
+    """One live, authenticated connection of a user."""
+
+    uid = Attribute("The user id, str.")
+    resource = Attribute("The client's resource name (device), str.")
+    channel = Attribute("Which channel the connection uses, e.g. 'longconn'.")
+    show = Attribute("Presence: online, chat, dnd, away or xa.")
+
+    def deliver(event: Event) -> None:
+        """Render C{event} to the client.  Must not raise for a bad client."""
+
+    def kick(reason: str) -> None:
+        """Tell the client why, then close the connection."""
+
+
+class IHub(Interface):
+    """
+    Where live events go.  The in-process hub reaches sessions of this
+    process; a clustered hub also reaches those of other instances.
+    """
+
+    def register(session: ISession) -> None:
+        """Add C{session}; an older session with the same uid and resource is kicked."""
+
+    def unregister(session: ISession) -> None:
+        """Remove C{session} (idempotent)."""
+
+    def sessions(uid: str) -> list:
+        """The live sessions of C{uid} known to this process."""
+
+    def is_online(uid: str) -> bool:
+        """Whether C{uid} has any live session."""
+
+    def deliver(uids: Iterable[str], event: Event, exclude: ISession | None = None) -> None:
+        """Give C{event} to every session of every user in C{uids} but C{exclude}."""

@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_hub -*-
+"""The in-process hub: a registry of live sessions and delivery to them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from imd.hub.interfaces import Event, IHub, ISession
+
+log = Logger()
+
+
+@implementer(IHub)
+class LocalHub:
+    def __init__(self) -> None:
+        # uid -> resource -> session
+        self._sessions: dict[str, dict[str, ISession]] = {}
+        self._by_channel: Counter[str] = Counter()
+        # Called with (uid, online) when a user's first session arrives or
+        # last one leaves: presence and the Redis bridge listen here.
+        self.presence_observers: list[Callable[[str, bool], None]] = []
+
+    def register(self, session: ISession) -> None:
+        resources = self._sessions.setdefault(session.uid, {})
+        first = not resources
+        old = resources.get(session.resource)
+        if old is not None and old is not session:
+            log.info(
+                "{uid}/{resource} logged in again; kicking the older session",
+                uid=session.uid,
+                resource=session.resource,
+            )
+            self._remove(old)
+            resources = self._sessions.setdefault(session.uid, {})
+            first = False
+            old.kick("logged in elsewhere")
+        resources[session.resource] = session
+        self._by_channel[session.channel] += 1
+        if first:
+            self._notify(session.uid, True)
+
+    def unregister(self, session: ISession) -> None:
+        if self._remove(session) and not self._sessions.get(session.uid):
+            self._notify(session.uid, False)
+
+    def _remove(self, session: ISession) -> bool:
+        resources = self._sessions.get(session.uid)
+        if not resources or resources.get(session.resource) is not session:
+            return False
+        del resources[session.resource]
+        if not resources:
+            del self._sessions[session.uid]
+        self._by_channel[session.channel] -= 1
+        return True
+
+    def sessions(self, uid: str) -> list[ISession]:
+        return list(self._sessions.get(uid, {}).values())
+
+    def is_online(self, uid: str) -> bool:
+        return uid in self._sessions
+
+    def deliver(
+        self, uids: Iterable[str], event: Event, exclude: ISession | None = None
+    ) -> None:
+        for uid in uids:
+            for session in self.sessions(uid):
+                if session is exclude:
+                    continue
+                try:
+                    session.deliver(event)
+                except Exception:
+                    # One broken connection must not cost the others their event.
+                    log.failure(
+                        "delivering {kind} to {uid}/{resource}",
+                        kind=event.kind,
+                        uid=uid,
+                        resource=session.resource,
+                    )
+
+    def session_counts(self) -> dict[str, int]:
+        """Live sessions per channel."""
+        return {channel: n for channel, n in self._by_channel.items() if n}
+
+    def _notify(self, uid: str, online: bool) -> None:
+        for observer in list(self.presence_observers):
+            try:
+                observer(uid, online)
+            except Exception:
+                log.failure("presence observer for {uid}", uid=uid)

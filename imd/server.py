@@ -1,0 +1,126 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+One place that builds every component of a server, lazily, from a
+:class:`~imd.config.Config` and a reactor, and assembles the service tree
+``twistd`` runs.  Tests build a Server with their own config and reactor.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from imd.config import Config
+from imd.listener import ListenerService
+
+log = Logger()
+TOKEN_PURGE_INTERVAL = 3600
+
+
+class StoreService(Service):
+    """Migrates (when told to) and opens the store before anything listens."""
+
+    def __init__(self, store: Any, migrate: bool) -> None:
+        self.setName("store")
+        self.store = store
+        self.migrate = migrate
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self.migrate:
+            try:
+                self.store.migrate()
+            except Exception as e:
+                raise SystemExit(f"imd: cannot migrate the database: {e}") from None
+        self.store.start()
+
+    def startService(self) -> None:
+        if not self.store.db.running:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.store.stop()
+
+
+class Server:
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.reactor = reactor
+
+    @cached_property
+    def metrics(self):
+        from imd.metrics import Metrics
+
+        return Metrics(self.hub.session_counts)
+
+    @cached_property
+    def store(self):
+        from imd.store.store import Store
+
+        return Store(
+            self.config.database.url,
+            self.config.database.pool_size,
+            reactor=self.reactor,
+            observer=self.metrics.observe_store,
+        )
+
+    @cached_property
+    def hub(self):
+        from imd.hub.local import LocalHub
+
+        return LocalHub()
+
+    @cached_property
+    def sms_gateway(self):
+        from imd.core.sms import gateway_for
+
+        return gateway_for(self.config.sms.mode, self.config.sms.url)
+
+    @cached_property
+    def accounts(self):
+        from imd.core.accounts import AccountService
+
+        return AccountService(
+            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor
+        )
+
+    @cached_property
+    def http_app(self):
+        from imd.http.app import make_app
+
+        return make_app(self)
+
+    def make_service(self) -> MultiService:
+        self.service = top = MultiService()
+        StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
+        if self.config.http.endpoint:
+            site = Site(self.http_app.resource())
+            site.displayTracebacks = False
+            ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
+        purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)
+        purge.clock = self.reactor
+        purge.setServiceParent(top)
+        return top
+
+    def address(self, listener: str) -> tuple[str, int]:
+        """(host, port) a started listener is bound to: tests listen on port 0."""
+        return self.service.getServiceNamed(listener).address
+
+    @inlineCallbacks
+    def _purge_tokens(self):
+        try:
+            n = yield self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))
+            if n:
+                log.info("purged {n} expired tokens", n=n)
+        except Exception:
+            log.failure("purging expired tokens")

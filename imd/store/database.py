@@ -1,0 +1,159 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+The engine and the thread pool every repository runs its statements on.
+
+A repository method defines a synchronous function of a SQLAlchemy
+connection and hands it to :meth:`Database.run`, which runs it inside one
+transaction on a dedicated thread pool sized to the connection pool, and
+returns a Deferred of its result.  Rows are fetched inside the thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Protocol, TypeVar
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+log = Logger()
+
+
+class Observer(Protocol):
+    def __call__(self, name: str, seconds: float, ok: bool) -> None: ...
+
+
+def normalize_url(url: str) -> URL:
+    """
+    Parse C{url}; a bare C{postgresql://} URL gets the psycopg 3 driver,
+    which is the one imd installs.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_imd_engine(url: str, pool_size: int = 5) -> Engine:
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=0,
+        # A connection that died with a database restart is replaced, not
+        # handed to a request.
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    path = url.database
+    memory = not path or path == ":memory:"
+    if memory:
+        # One shared connection, or every thread would see its own database.
+        engine = create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        engine = create_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged commit survives power loss, not just a kill.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+class Database:
+    """
+    An engine plus the thread pool its statements run on.
+
+    SQLite gets one thread (it has one writer anyway); Postgres one thread
+    per pooled connection, so a statement never waits for a connection
+    while holding a thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 5,
+        reactor: Any = None,
+        observer: Observer | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url = url
+        self.engine = create_imd_engine(url, pool_size)
+        self.dialect = self.engine.dialect.name
+        threads = 1 if self.dialect == "sqlite" else pool_size
+        self._reactor = reactor
+        self._threadpool = ThreadPool(minthreads=1, maxthreads=threads, name="imd-store")
+        self._observer = observer
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        if not self._running:
+            self._threadpool.start()
+            self._running = True
+
+    def stop(self) -> None:
+        if self._running:
+            self._running = False
+            self._threadpool.stop()
+            self.engine.dispose()
+
+    def run(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Deferred[T]":
+        """
+        Run C{fn(conn, *args, **kwargs)} in one transaction on the store's
+        thread pool; C{name} labels it in logs and metrics.
+        """
+        return deferToThreadPool(
+            self._reactor, self._threadpool, self.run_sync, name, fn, *args, **kwargs
+        )
+
+    def run_sync(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """The body of L{run}, for a caller already off the reactor thread."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            with self.engine.begin() as conn:
+                result = fn(conn, *args, **kwargs)
+            ok = True
+            return result
+        finally:
+            if self._observer is not None:
+                self._observer(name, time.perf_counter() - started, ok)
+
+    def ping(self) -> "Deferred[None]":
+        def select_one(conn: Connection) -> None:
+            conn.execute(text("SELECT 1")).scalar_one()
+
+        return self.run("ping", select_one)

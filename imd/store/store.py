@@ -1,0 +1,33 @@
+"""The aggregate of every repository, over one :class:`Database`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imd.store import migrate
+from imd.store.database import Database, Observer
+from imd.store.users import SmsCodeStore, TokenStore, UserStore
+
+
+class Store:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 5,
+        reactor: Any = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.db = Database(url, pool_size, reactor=reactor, observer=observer)
+        self.users = UserStore(self.db)
+        self.tokens = TokenStore(self.db)
+        self.sms_codes = SmsCodeStore(self.db)
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision. Blocking."""
+        migrate.upgrade(self.db.url)
+
+    def start(self) -> None:
+        self.db.start()
+
+    def stop(self) -> None:
+        self.db.stop()

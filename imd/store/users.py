@@ -1,0 +1,252 @@
+# -*- test-case-name: tests.test_store -*-
+"""Accounts: users, their default friend group, tokens and SMS codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import Deferred
+
+from imd.errors import Conflict
+from imd.store import schema as s
+from imd.store.database import Database
+
+
+@dataclass(frozen=True)
+class User:
+    uid: str
+    password_hash: str | None
+    telephone: str | None
+    name: str
+    sign: str
+    avatar: str
+    disabled: bool
+    created_at: int
+
+
+_USER_COLUMNS = [getattr(s.users.c, f) for f in User.__dataclass_fields__]
+
+
+def _user(row) -> User | None:
+    return None if row is None else User(**row._mapping)
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(
+        self,
+        uid: str,
+        password_hash: str | None,
+        now: int,
+        telephone: str | None = None,
+        name: str = "",
+    ) -> "Deferred[User]":
+        def thd(conn: Connection) -> User:
+            # Checked first for a clear message; the unique keys still
+            # decide when two registrations race.
+            if conn.execute(select(s.users.c.uid).where(s.users.c.uid == uid)).first():
+                raise Conflict(f"user {uid} already exists")
+            if telephone is not None and conn.execute(
+                select(s.users.c.uid).where(s.users.c.telephone == telephone)
+            ).first():
+                raise Conflict(f"telephone {telephone} is already registered")
+            try:
+                conn.execute(
+                    insert(s.users).values(
+                        uid=uid,
+                        password_hash=password_hash,
+                        telephone=telephone,
+                        name=name,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                gid, gname = s.DEFAULT_FRIEND_GROUP
+                conn.execute(
+                    insert(s.friend_groups).values(
+                        uid=uid, gid=gid, name=gname, weight=0, is_default=True
+                    )
+                )
+            except IntegrityError:
+                raise Conflict(f"user {uid} or telephone {telephone} already exists") from None
+            return _user(conn.execute(select(*_USER_COLUMNS).where(s.users.c.uid == uid)).first())
+
+        return self._db.run("users.create", thd)
+
+    def get(self, uid: str) -> "Deferred[User | None]":
+        def thd(conn: Connection) -> User | None:
+            return _user(conn.execute(select(*_USER_COLUMNS).where(s.users.c.uid == uid)).first())
+
+        return self._db.run("users.get", thd)
+
+    def get_by_telephone(self, telephone: str) -> "Deferred[User | None]":
+        def thd(conn: Connection) -> User | None:
+            return _user(
+                conn.execute(select(*_USER_COLUMNS).where(s.users.c.telephone == telephone)).first()
+            )
+
+        return self._db.run("users.get_by_telephone", thd)
+
+    def set_password_hash(self, uid: str, password_hash: str, now: int) -> "Deferred[bool]":
+        def thd(conn: Connection) -> bool:
+            result = conn.execute(
+                update(s.users)
+                .where(s.users.c.uid == uid)
+                .values(password_hash=password_hash, updated_at=now)
+            )
+            return result.rowcount == 1
+
+        return self._db.run("users.set_password_hash", thd)
+
+    def list(self, after: str = "", limit: int = 100) -> "Deferred[list[User]]":
+        """Users ordered by uid, starting after C{after}."""
+
+        def thd(conn: Connection) -> list[User]:
+            rows = conn.execute(
+                select(*_USER_COLUMNS)
+                .where(s.users.c.uid > after)
+                .order_by(s.users.c.uid)
+                .limit(limit)
+            )
+            return [_user(row) for row in rows]
+
+        return self._db.run("users.list", thd)
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    uid: str
+    created_at: int
+    expires_at: int
+
+
+class TokenStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, token_hash: str, uid: str, now: int, expires_at: int) -> "Deferred[None]":
+        def thd(conn: Connection) -> None:
+            conn.execute(
+                insert(s.tokens).values(
+                    token_hash=token_hash, uid=uid, created_at=now, expires_at=expires_at
+                )
+            )
+
+        return self._db.run("tokens.add", thd)
+
+    def get(self, token_hash: str) -> "Deferred[TokenRow | None]":
+        def thd(conn: Connection) -> TokenRow | None:
+            row = conn.execute(
+                select(s.tokens.c.uid, s.tokens.c.created_at, s.tokens.c.expires_at).where(
+                    s.tokens.c.token_hash == token_hash
+                )
+            ).first()
+            return None if row is None else TokenRow(**row._mapping)
+
+        return self._db.run("tokens.get", thd)
+
+    def extend(self, token_hash: str, expires_at: int) -> "Deferred[None]":
+        def thd(conn: Connection) -> None:
+            conn.execute(
+                update(s.tokens)
+                .where(s.tokens.c.token_hash == token_hash)
+                .where(s.tokens.c.expires_at < expires_at)
+                .values(expires_at=expires_at)
+            )
+
+        return self._db.run("tokens.extend", thd)
+
+    def revoke(self, token_hash: str) -> "Deferred[bool]":
+        def thd(conn: Connection) -> bool:
+            return conn.execute(
+                delete(s.tokens).where(s.tokens.c.token_hash == token_hash)
+            ).rowcount == 1
+
+        return self._db.run("tokens.revoke", thd)
+
+    def revoke_all(self, uid: str, keep: str | None = None) -> "Deferred[int]":
+        """Revoke every token of C{uid} but the one hashed as C{keep}."""
+
+        def thd(conn: Connection) -> int:
+            stmt = delete(s.tokens).where(s.tokens.c.uid == uid)
+            if keep is not None:
+                stmt = stmt.where(s.tokens.c.token_hash != keep)
+            return conn.execute(stmt).rowcount
+
+        return self._db.run("tokens.revoke_all", thd)
+
+    def purge_expired(self, now: int) -> "Deferred[int]":
+        def thd(conn: Connection) -> int:
+            return conn.execute(delete(s.tokens).where(s.tokens.c.expires_at <= now)).rowcount
+
+        return self._db.run("tokens.purge_expired", thd)
+
+
+@dataclass(frozen=True)
+class SmsCode:
+    code_hash: str
+    sent_at: int
+    expires_at: int
+    attempts: int
+
+
+class SmsCodeStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put(
+        self, telephone: str, code_hash: str, now: int, expires_at: int, resend_after: int
+    ) -> "Deferred[bool]":
+        """
+        Store a new code for C{telephone} unless one was sent after
+        C{resend_after}; returns whether it was stored.
+        """
+
+        def thd(conn: Connection) -> bool:
+            row = conn.execute(
+                select(s.sms_codes.c.sent_at).where(s.sms_codes.c.telephone == telephone)
+            ).first()
+            values = dict(code_hash=code_hash, sent_at=now, expires_at=expires_at, attempts=0)
+            if row is None:
+                conn.execute(insert(s.sms_codes).values(telephone=telephone, **values))
+                return True
+            if row.sent_at > resend_after:
+                return False
+            conn.execute(
+                update(s.sms_codes).where(s.sms_codes.c.telephone == telephone).values(**values)
+            )
+            return True
+
+        return self._db.run("sms_codes.put", thd)
+
+    def take_attempt(self, telephone: str) -> "Deferred[SmsCode | None]":
+        """Count one verification attempt and return the code as it was."""
+
+        def thd(conn: Connection) -> SmsCode | None:
+            c = s.sms_codes.c
+            row = conn.execute(
+                select(c.code_hash, c.sent_at, c.expires_at, c.attempts).where(
+                    c.telephone == telephone
+                )
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(s.sms_codes)
+                .where(c.telephone == telephone)
+                .values(attempts=c.attempts + 1)
+            )
+            return SmsCode(**row._mapping)
+
+        return self._db.run("sms_codes.take_attempt", thd)
+
+    def delete(self, telephone: str) -> "Deferred[None]":
+        def thd(conn: Connection) -> None:
+            conn.execute(delete(s.sms_codes).where(s.sms_codes.c.telephone == telephone))
+
+        return self._db.run("sms_codes.delete", thd)

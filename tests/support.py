@@ -1,0 +1,148 @@
+"""
+What the tests share: databases on each backend, a config for a server on
+loopback port 0, a started server, and an HTTP client for it.
+
+Every store-backed test runs on SQLite and, when C{IMD_TEST_POSTGRES_URL}
+is set, on Postgres: write the tests once in a mixin and combine it with
+L{SQLiteBackend} and L{PostgresBackend}.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+from typing import Any
+
+import treq
+from sqlalchemy import create_engine, text
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.trial import unittest
+
+from imd.config import Config
+from imd.server import Server
+from imd.store.database import normalize_url
+
+POSTGRES_URL = os.environ.get("IMD_TEST_POSTGRES_URL") or None
+REDIS_URL = os.environ.get("IMD_TEST_REDIS_URL") or None
+_schemas = itertools.count()
+
+
+def sqlite_url(testcase: unittest.TestCase) -> str:
+    directory = os.path.abspath(testcase.mktemp())
+    os.makedirs(directory)
+    return f"sqlite:///{directory}/imd.sqlite3"
+
+
+def postgres_url(testcase: unittest.TestCase) -> str:
+    """A URL whose search_path is a new, empty schema, dropped after the test."""
+    schema = f"imd_test_{os.getpid()}_{next(_schemas)}_{secrets.token_hex(3)}"
+    admin = create_engine(normalize_url(POSTGRES_URL))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+    testcase.addCleanup(drop)
+    url = normalize_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+class SQLiteBackend:
+    backend = "sqlite"
+
+    def database_url(self) -> str:
+        return sqlite_url(self)
+
+
+class PostgresBackend:
+    backend = "postgresql"
+    if POSTGRES_URL is None:
+        skip = "IMD_TEST_POSTGRES_URL is not set"
+
+    def database_url(self) -> str:
+        return postgres_url(self)
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = {section: dict(keys) for section, keys in base.items()}
+    for section, keys in overrides.items():
+        merged.setdefault(section, {}).update(keys)
+    return merged
+
+
+def make_config(database_url: str, **sections: dict) -> Config:
+    """A config for a test server: loopback port 0, cheap password hashing."""
+    base = {
+        "http": {"endpoint": "tcp:0:interface=127.0.0.1"},
+        "longconn": {"endpoint": ""},
+        "socket": {"endpoint": ""},
+        "xmpp": {"endpoint": ""},
+        "database": {"url": database_url},
+        "auth": {"hash_time_cost": 1, "hash_memory_kib": 1024},
+    }
+    return Config.from_dict(_merge(base, sections))
+
+
+def start_server(testcase: unittest.TestCase, config: Config) -> Server:
+    """Start a whole server on the global reactor; stopped after the test."""
+    server = Server(config, reactor)
+    service = server.make_service()
+    service.privilegedStartService()
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    return server
+
+
+class ServerTestMixin:
+    """For a TestCase that also mixes in a backend."""
+
+    def start_server(self, **sections: dict) -> Server:
+        return start_server(self, make_config(self.database_url(), **sections))
+
+    @inlineCallbacks
+    def http(
+        self,
+        server: Server,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        raw: bytes | None = None,
+        headers: dict | None = None,
+    ):
+        """
+        One request to C{server}'s HTTP listener over a real socket:
+        (status, decoded JSON or the raw bytes, response).
+        """
+        host, port = server.address("http")
+        all_headers = {b"Content-Type": [b"application/json"]}
+        if token is not None:
+            all_headers[b"Authorization"] = [b"Bearer " + token.encode()]
+        for k, v in (headers or {}).items():
+            all_headers[k.encode() if isinstance(k, str) else k] = [v.encode() if isinstance(v, str) else v]
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        response = yield treq.request(
+            method,
+            f"http://{host}:{port}{path}",
+            data=data,
+            headers=all_headers,
+            persistent=False,
+        )
+        content = yield response.content()
+        try:
+            decoded = json.loads(content)
+        except ValueError:
+            decoded = content
+        returnValue((response.code, decoded, response))
+
+    @inlineCallbacks
+    def login(self, server: Server, uid: str, password: str) -> str:
+        code, body, _ = yield self.http(server, "POST", "/auth/login", {"uid": uid, "password": password})
+        self.assertEqual(code, 200, body)
+        returnValue(body["token"])
