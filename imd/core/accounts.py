@@ -75,14 +75,19 @@ class AccountService:
         sms: SmsConfig,
         gateway: Any,
         reactor: Any,
+        clock: Any = None,
     ) -> None:
+        """
+        C{reactor} runs password hashing on its thread pool; C{clock}
+        (default: the reactor) tells the time, so tests can move it.
+        """
         self._users = store.users
         self._tokens = store.tokens
         self._codes = store.sms_codes
         self._auth = auth
         self._sms = sms
         self._gateway = gateway
-        self._clock = reactor
+        self._clock = reactor if clock is None else clock
         self.hasher = PasswordHasher(reactor, auth.hash_time_cost, auth.hash_memory_kib)
 
     def _now(self) -> int:
