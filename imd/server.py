@@ -104,7 +104,9 @@ class Server:
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
-            site = Site(self.http_app.resource())
+            from imd.http.app import JsonRoot
+
+            site = Site(JsonRoot(self.http_app))
             site.displayTracebacks = False
             ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
         purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)

@@ -1,9 +1,23 @@
 """The HTTP root over a real socket: health, login, errors, metrics."""
 
+import re
+
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tests.support import PostgresBackend, ServerTestMixin, SQLiteBackend
+from imd.core import sms
+from tests.support import PostgresBackend, ServerTestMixin, SQLiteBackend, make_config, start_server
+
+
+class RecordingGateway:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, telephone, code):
+        from twisted.internet.defer import succeed
+
+        self.sent.append((telephone, code))
+        return succeed(None)
 
 
 class HttpTestsMixin(ServerTestMixin):
@@ -41,6 +55,140 @@ class HttpTestsMixin(ServerTestMixin):
         self.assertEqual(body["code"], "bad_credentials")
         self.assertTrue(body["err"])
 
+    @inlineCallbacks
+    def test_unknown_user_same_answer_as_wrong_password(self):
+        server = self.start_server()
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/login", {"uid": "nobody", "password": "secret1"}
+        )
+        self.assertEqual((code, body["code"]), (401, "bad_credentials"))
+
+    @inlineCallbacks
+    def test_login_by_sms_code(self):
+        server = self.start_server()
+        gateway = server.accounts._gateway = RecordingGateway()
+        yield server.accounts.register("bob", None, telephone="13800000001")
+        code, body, _ = yield self.http(server, "POST", "/auth/sms_code", {"telephone": "13800000001"})
+        self.assertEqual((code, body), (200, {"sent": True}))
+        [(telephone, sms_code)] = gateway.sent
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/login", {"telephone": telephone, "sms_code": "000000" if sms_code != "000000" else "111111"}
+        )
+        self.assertEqual((code, body["code"]), (401, "bad_sms_code"))
+        code, body, _ = yield self.http(server, "POST", "/auth/sms_code", {"telephone": "13800000001"})
+        self.assertEqual((code, body["code"]), (429, "rate_limited"))
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/login", {"telephone": telephone, "sms_code": sms_code}
+        )
+        self.assertEqual((code, body["uid"]), (200, "bob"))
+        # The code is used up.
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/login", {"telephone": telephone, "sms_code": sms_code}
+        )
+        self.assertEqual((code, body["code"]), (401, "bad_sms_code"))
+
+    @inlineCallbacks
+    def test_logout_revokes(self):
+        server = self.start_server()
+        yield server.accounts.register("alice", "secret1")
+        token = yield self.login(server, "alice", "secret1")
+        code, body, _ = yield self.http(server, "POST", "/auth/logout", token=token)
+        self.assertEqual((code, body), (200, {"revoked": True}))
+        code, body, _ = yield self.http(server, "GET", "/auth/whoami", token=token)
+        self.assertEqual((code, body["code"]), (401, "invalid_token"))
+
+    @inlineCallbacks
+    def test_change_password(self):
+        server = self.start_server()
+        yield server.accounts.register("alice", "secret1")
+        token = yield self.login(server, "alice", "secret1")
+        other = yield self.login(server, "alice", "secret1")
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/password", {"old": "nope!!", "new": "secret2"}, token=token
+        )
+        self.assertEqual((code, body["code"]), (401, "bad_credentials"))
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/password", {"old": "secret1", "new": "secret2"}, token=token
+        )
+        self.assertEqual(code, 200, body)
+        code, _, _ = yield self.http(server, "GET", "/auth/whoami", token=token)
+        self.assertEqual(code, 200)
+        code, _, _ = yield self.http(server, "GET", "/auth/whoami", token=other)
+        self.assertEqual(code, 401)
+        yield self.login(server, "alice", "secret2")
+
+    @inlineCallbacks
+    def test_missing_and_malformed_authorization(self):
+        server = self.start_server()
+        code, body, _ = yield self.http(server, "GET", "/auth/whoami")
+        self.assertEqual((code, body["code"]), (401, "unauthenticated"))
+        for header in ("Basic abc", "Bearer ", "Bearer " + "x" * 300, "Bearer \xff\xfe"):
+            code, body, _ = yield self.http(
+                server, "GET", "/auth/whoami", headers={"Authorization": header.encode("latin-1")}
+            )
+            self.assertEqual(code, 401, header)
+            self.assertEqual(body["type"], "error")
+
+    @inlineCallbacks
+    def test_unknown_path_is_json_404(self):
+        server = self.start_server()
+        for path in ("/nope", "/auth/login/extra", "/" + "a" * 5000):
+            code, body, response = yield self.http(server, "GET", path)
+            self.assertEqual(code, 404, path)
+            self.assertEqual(body["code"], "not_found")
+            self.assertIn(b"application/json", response.headers.getRawHeaders(b"content-type")[0])
+        code, body, _ = yield self.http(server, "GET", "/%ff%fe")
+        self.assertEqual((code, body["code"]), (400, "bad_request"))
+
+    @inlineCallbacks
+    def test_wrong_method_is_json_405(self):
+        server = self.start_server()
+        code, body, _ = yield self.http(server, "GET", "/auth/login")
+        self.assertEqual((code, body["code"]), (405, "method_not_allowed"))
+
+    @inlineCallbacks
+    def test_hostile_bodies(self):
+        server = self.start_server()
+        bad = [
+            b"{",
+            b"\xff\xfe\x00garbage",
+            b"[1, 2, 3]",
+            b'"a string"',
+            b'{"uid": ["x"], "password": {"a": 1}}',
+            b'{"uid": null, "password": null}',
+            b'{"uid": 1e400, "password": 5}',
+            b"[" * 10000,
+        ]
+        for raw in bad:
+            code, body, _ = yield self.http(server, "POST", "/auth/login", raw=raw)
+            self.assertIn(code, (400, 401), raw[:20])
+            self.assertEqual(body["type"], "error")
+        code, body, _ = yield self.http(server, "POST", "/auth/login", raw=b"{}")
+        self.assertEqual((code, body["code"]), (400, "bad_request"))
+        # The server is still there for everyone else.
+        code, _, _ = yield self.http(server, "GET", "/healthz")
+        self.assertEqual(code, 200)
+
+    @inlineCallbacks
+    def test_oversized_body(self):
+        server = self.start_server(http={"max_body": 1024})
+        raw = b'{"uid": "' + b"a" * 2000 + b'", "password": "x"}'
+        code, body, _ = yield self.http(server, "POST", "/auth/login", raw=raw)
+        self.assertEqual((code, body["code"]), (413, "too_large"))
+
+    @inlineCallbacks
+    def test_metrics(self):
+        server = self.start_server()
+        yield self.http(server, "GET", "/nope")
+        yield self.http(server, "GET", "/healthz")
+        code, text, response = yield self.http(server, "GET", "/metrics")
+        self.assertEqual(code, 200)
+        text = text.decode()
+        self.assertIn('imd_sessions{channel="longconn"} 0.0', text)
+        self.assertRegex(text, r'imd_errors_total\{channel="http",code="not_found"\} 1\.0')
+        self.assertRegex(text, r'imd_store_seconds_count\{op="ping"\} [1-9]')
+        self.assertIn("imd_messages", text)
+
 
 class SQLiteHttpTests(HttpTestsMixin, SQLiteBackend, unittest.TestCase):
     pass
@@ -48,3 +196,24 @@ class SQLiteHttpTests(HttpTestsMixin, SQLiteBackend, unittest.TestCase):
 
 class PostgresHttpTests(HttpTestsMixin, PostgresBackend, unittest.TestCase):
     pass
+
+
+class UnreachableDatabaseTests(ServerTestMixin, unittest.TestCase):
+    @inlineCallbacks
+    def test_healthz_503(self):
+        # Nothing listens on port 1, so every connection is refused at once.
+        config = make_config(
+            "postgresql://postgres@127.0.0.1:1/test", database={"migrate_on_start": False}
+        )
+        server = start_server(self, config)
+        code, body, _ = yield self.http(server, "GET", "/healthz")
+        self.assertEqual(code, 503)
+        self.assertEqual(body["status"], "unavailable")
+        self.assertEqual(body["store"]["status"], "unreachable")
+        self.assertTrue(body["store"]["error"])
+        code, body, _ = yield self.http(
+            server, "POST", "/auth/login", {"uid": "alice", "password": "secret1"}
+        )
+        self.assertEqual(code, 500)
+        self.assertEqual(body, {"type": "error", "code": "internal_error", "err": "internal server error"})
+        self.flushLoggedErrors()

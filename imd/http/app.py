@@ -11,9 +11,11 @@ logged 500 without a stack trace on the wire.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from imd.errors import IMError
@@ -52,3 +54,23 @@ def make_app(server: Any) -> Klein:
     ops.install(app, server)
     auth.install(app, server)
     return app
+
+
+class JsonRoot(Resource):
+    """
+    The site's root: Klein, behind a check that the path is UTF-8, which
+    Klein would otherwise answer with an HTML error of its own.
+    """
+
+    isLeaf = True
+
+    def __init__(self, app: Klein) -> None:
+        super().__init__()
+        self._klein = app.resource()
+
+    def render(self, request):
+        try:
+            unquote_to_bytes(request.path).decode("utf-8")
+        except UnicodeDecodeError:
+            return write_json(request, error_body("bad_request", "the path is not UTF-8"), 400)
+        return self._klein.render(request)
