@@ -73,7 +73,7 @@ def _database_url(value: str) -> None:
 
 def _redis_url(value: str) -> None:
     if value and not value.startswith(("redis://", "unix://")):
-        raise ValueError("must be empty or a redis:// URL")
+        raise ValueError("must be empty, a redis:// or a unix:// URL")
 
 
 def _http_url(value: str) -> None:
