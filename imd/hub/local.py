@@ -26,20 +26,30 @@ class LocalHub:
 
     def register(self, session: ISession) -> None:
         resources = self._sessions.setdefault(session.uid, {})
-        first = not resources
         old = resources.get(session.resource)
-        if old is not None and old is not session:
+        if old is session:
+            # Counting it again would leave session_counts one too high
+            # forever after its single unregister.
+            return
+        first = not resources
+        if old is not None:
+            self._remove(old)
+            resources = self._sessions.setdefault(session.uid, {})
+            first = False
+        resources[session.resource] = session
+        self._by_channel[session.channel] += 1
+        if old is not None:
             log.info(
                 "{uid}/{resource} logged in again; kicking the older session",
                 uid=session.uid,
                 resource=session.resource,
             )
-            self._remove(old)
-            resources = self._sessions.setdefault(session.uid, {})
-            first = False
-            old.kick("logged in elsewhere")
-        resources[session.resource] = session
-        self._by_channel[session.channel] += 1
+            # Kicked only once the new session is in place: a kick that
+            # raises must not leave the user registered with no session.
+            try:
+                old.kick("logged in elsewhere")
+            except Exception:
+                log.failure("kicking {uid}/{resource}", uid=old.uid, resource=old.resource)
         if first:
             self._notify(session.uid, True)
 
@@ -66,7 +76,8 @@ class LocalHub:
     def deliver(
         self, uids: Iterable[str], event: Event, exclude: ISession | None = None
     ) -> None:
-        for uid in uids:
+        # A uid named twice (a message to oneself) still gets it once.
+        for uid in dict.fromkeys(uids):
             for session in self.sessions(uid):
                 if session is exclude:
                     continue

@@ -208,18 +208,28 @@ class SmsCodeStore:
         """
 
         def thd(conn: Connection) -> bool:
-            row = conn.execute(
-                select(s.sms_codes.c.sent_at).where(s.sms_codes.c.telephone == telephone)
-            ).first()
+            c = s.sms_codes.c
             values = dict(code_hash=code_hash, sent_at=now, expires_at=expires_at, attempts=0)
-            if row is None:
-                conn.execute(insert(s.sms_codes).values(telephone=telephone, **values))
+            # The interval is checked by the UPDATE itself: of two requests
+            # racing, the second waits for the first's row lock, then finds
+            # its sent_at too recent, so only one code goes out.
+            replaced = conn.execute(
+                update(s.sms_codes)
+                .where(c.telephone == telephone)
+                .where(c.sent_at <= resend_after)
+                .values(**values)
+            ).rowcount
+            if replaced:
                 return True
-            if row.sent_at > resend_after:
+            if conn.execute(select(c.telephone).where(c.telephone == telephone)).first():
                 return False
-            conn.execute(
-                update(s.sms_codes).where(s.sms_codes.c.telephone == telephone).values(**values)
-            )
+            try:
+                # A savepoint, so that losing the race for the first code
+                # does not abort the transaction on Postgres.
+                with conn.begin_nested():
+                    conn.execute(insert(s.sms_codes).values(telephone=telephone, **values))
+            except IntegrityError:
+                return False
             return True
 
         return self._db.run("sms_codes.put", thd)
@@ -229,19 +239,22 @@ class SmsCodeStore:
 
         def thd(conn: Connection) -> SmsCode | None:
             c = s.sms_codes.c
+            # Counting first takes the row lock, so concurrent guesses each
+            # see a distinct count and a burst of them cannot all slip in
+            # under the attempt limit.
+            counted = conn.execute(
+                update(s.sms_codes)
+                .where(c.telephone == telephone)
+                .values(attempts=c.attempts + 1)
+            ).rowcount
+            if not counted:
+                return None
             row = conn.execute(
                 select(c.code_hash, c.sent_at, c.expires_at, c.attempts).where(
                     c.telephone == telephone
                 )
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                update(s.sms_codes)
-                .where(c.telephone == telephone)
-                .values(attempts=c.attempts + 1)
-            )
-            return SmsCode(**row._mapping)
+            ).one()
+            return SmsCode(row.code_hash, row.sent_at, row.expires_at, row.attempts - 1)
 
         return self._db.run("sms_codes.take_attempt", thd)
 
