@@ -156,6 +156,7 @@ class MessagesConfig:
     friends_only: bool = key(False)
     recall_window: int = key(120, _not_negative)
     history_days: int = key(14, _positive)
+    max_body: int = key(16_384, _positive, "longest message body, in characters")
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,32 @@ class Server:
         )
 
     @cached_property
+    def presence(self):
+        from imd.core.presence import PresenceService
+
+        return PresenceService(self.store, self.hub)
+
+    @cached_property
+    def roster(self):
+        from imd.core.roster import RosterService
+
+        return RosterService(self.store, self.hub, self.reactor)
+
+    @cached_property
+    def groups(self):
+        from imd.core.groups import GroupService
+
+        return GroupService(self.store, self.hub, self.reactor, self.presence)
+
+    @cached_property
+    def messages(self):
+        from imd.core.messages import MessageService
+
+        return MessageService(
+            self.store, self.hub, self.config.messages, self.reactor, self.metrics
+        )
+
+    @cached_property
     def http_app(self):
         from imd.http.app import make_app
 
@@ -109,6 +135,14 @@ class Server:
             site = Site(JsonRoot(self.http_app))
             site.displayTracebacks = False
             ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
+        if self.config.longconn.endpoint:
+            from imd.channels.longconn.protocol import LongConnFactory
+
+            # Presence listens to the hub from the start, before any session.
+            self.presence
+            ListenerService(
+                "longconn", self.config.longconn.endpoint, LongConnFactory(self), self.reactor
+            ).setServiceParent(top)
         purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)
         purge.clock = self.reactor
         purge.setServiceParent(top)

@@ -6,6 +6,9 @@ from typing import Any
 
 from imd.store import migrate
 from imd.store.database import Database, Observer
+from imd.store.groups import GroupStore
+from imd.store.messages import MessageStore
+from imd.store.roster import RosterStore
 from imd.store.users import SmsCodeStore, TokenStore, UserStore
 
 
@@ -21,6 +24,9 @@ class Store:
         self.users = UserStore(self.db)
         self.tokens = TokenStore(self.db)
         self.sms_codes = SmsCodeStore(self.db)
+        self.roster = RosterStore(self.db)
+        self.groups = GroupStore(self.db)
+        self.messages = MessageStore(self.db)
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision. Blocking."""

@@ -1,0 +1,487 @@
+# -*- test-case-name: tests.test_longconn -*-
+"""
+The long-connection channel: parses frames, calls one core service per
+frame, answers with IM_MESSAGE_ACK and renders hub events as frames.
+
+Frames of one connection are handled one after another, so a client's
+messages are committed, acknowledged and delivered in the order it sent
+them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+from imd.channels.longconn import msgtypes as T
+from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
+from imd.core import events, fields
+from imd.core.groups import invite_data
+from imd.core.roster import request_data
+from imd.errors import IMError, InvalidField
+from imd.hub.interfaces import Event, ISession
+
+log = Logger()
+
+# Frames waiting to be handled before the connection stops reading: a
+# client that floods is slowed down, not buffered without end.
+MAX_QUEUED = 64
+# How often a live connection re-checks (and so extends) its token.
+TOKEN_CHECK_SECONDS = 60
+
+
+def format_time(ms: int) -> str:
+    """Seed 001's time form, in the server's local time zone."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+@implementer(ISession)
+class LongConnSession:
+    channel = "longconn"
+
+    def __init__(self, protocol: "LongConnProtocol", uid: str, resource: str) -> None:
+        self.protocol = protocol
+        self.uid = uid
+        self.resource = resource
+        self.show: str | None = None
+
+    def deliver(self, event: Event) -> None:
+        self.protocol.render(event)
+
+    def kick(self, reason: str) -> None:
+        self.protocol.kick(reason)
+
+
+class LongConnProtocol(Protocol, TimeoutMixin):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        config = server.config.longconn
+        self.decoder = FrameDecoder(config.max_frame)
+        self.idle_timeout = config.idle_timeout
+        self.session: LongConnSession | None = None
+        self.token: str | None = None
+        self._token_checked = 0.0
+        self._queue: list[tuple[int, bytes]] = []
+        self._busy = False
+        self._paused = False
+        self._closing = False
+
+    # -- bytes in ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self.idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as e:
+            self._fail(0, "", str(e))
+            return
+        self._queue.extend(frames)
+        if len(self._queue) >= MAX_QUEUED and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._next()
+
+    def _next(self) -> None:
+        while self._queue and not self._busy and not self._closing:
+            msgtype, payload = self._queue.pop(0)
+            self._busy = True
+            d = maybeDeferred(self._handle, msgtype, payload)
+            d.addErrback(self._unexpected, msgtype)
+            d.addBoth(self._done)
+            if self._busy:
+                # Still waiting on the store: _done resumes the loop.
+                return
+        if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _done(self, _: Any) -> None:
+        self._busy = False
+        self._next()
+
+    def _unexpected(self, failure, msgtype: int) -> None:
+        log.failure("long connection: handling MsgType {msgtype}", failure, msgtype=msgtype)
+        self.server.metrics.errors.labels("longconn", "internal_error").inc()
+
+    def timeoutConnection(self) -> None:
+        log.info("long connection idle for {s} s; closing", s=self.idle_timeout)
+        self._close()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        self._closing = True
+        self._queue.clear()
+        if self.session is not None:
+            self.server.hub.unregister(self.session)
+            log.info("{uid}/{res} disconnected", uid=self.session.uid, res=self.session.resource)
+
+    # -- frames out -------------------------------------------------------
+
+    def send(self, msgtype: int, body: dict) -> None:
+        if not self._closing:
+            self.transport.write(encode(msgtype, body))
+
+    def ack(self, msgtype: int, msgid: Any, err: str = "", **extra: Any) -> None:
+        body = {"type": str(msgtype), "msgid": msgid if isinstance(msgid, str) else str(msgid or ""), "err": err}
+        body.update(extra)
+        self.send(T.IM_MESSAGE_ACK, body)
+
+    def _error(self, msgtype: int, msgid: Any, error: IMError) -> None:
+        self.server.metrics.errors.labels("longconn", error.code).inc()
+        self.ack(msgtype, msgid, error.message, code=error.code)
+
+    def _fail(self, msgtype: int, msgid: Any, message: str) -> None:
+        """An error this connection cannot continue after: tell, then close."""
+        self.server.metrics.errors.labels("longconn", "protocol_error").inc()
+        self.ack(msgtype, msgid, message, code="protocol_error")
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._queue.clear()
+        self.transport.loseConnection()
+
+    def kick(self, reason: str) -> None:
+        self.send(T.IM_KICK, {"reason": reason})
+        # The hub has already moved on to the session that replaced this one.
+        self.session = None
+        self._close()
+
+    def render(self, event: Event) -> None:
+        renderer = _RENDERERS.get(event.kind)
+        if renderer is not None and self.session is not None:
+            msgtype, body = renderer(self.session, event.data)
+            self.send(msgtype, body)
+
+    # -- dispatch ---------------------------------------------------------
+
+    @inlineCallbacks
+    def _handle(self, msgtype: int, payload: bytes):
+        try:
+            body = decode_body(payload)
+        except ValueError as e:
+            self._error(msgtype, "", InvalidField(str(e)))
+            if self.session is None:
+                self._close()
+            return
+        msgid = body.get("msgid", "")
+        if self.session is None:
+            if msgtype != T.IM_AUTH:
+                self._fail(msgtype, msgid, "the first frame must be IM_AUTH (65537)")
+                return
+            yield self._auth(body)
+            return
+        handler: Callable | None = self._handlers.get(msgtype)
+        if handler is None:
+            self._error(msgtype, msgid, InvalidField(f"unknown MsgType {msgtype}"))
+            return
+        yield self._check_token()
+        if self._closing:
+            return
+        try:
+            result = yield handler(self, body)
+        except IMError as e:
+            self._error(msgtype, msgid, e)
+            return
+        if msgtype not in (T.IM_MESSAGE_ACK, T.IM_PING) and (msgid or result is not None):
+            self.ack(msgtype, msgid, **(result or {}))
+
+    @inlineCallbacks
+    def _auth(self, body: dict):
+        accounts = self.server.accounts
+        msgid = body.get("msgid", "")
+        try:
+            uid = fields.uid("uid", body.get("uid"))
+            resource = fields.text("res", body.get("res"), 64, required=False, default="default")
+            if body.get("token"):
+                owner = yield accounts.authenticate(body["token"])
+                if owner != uid:
+                    raise InvalidField("the token belongs to another user")
+                token, expires_in = body["token"], self.server.config.auth.token_ttl
+            else:
+                login = yield accounts.login(uid, body.get("password"))
+                token, expires_in = login.token, login.expires_in
+        except IMError as e:
+            self.server.metrics.errors.labels("longconn", e.code).inc()
+            self.ack(T.IM_AUTH, msgid, e.message, code=e.code)
+            self._close()
+            return
+        if self._closing:
+            return
+        self.token = token
+        self._token_checked = self.server.reactor.seconds()
+        self.session = LongConnSession(self, uid, resource)
+        self.server.hub.register(self.session)
+        log.info("{uid}/{res} authenticated on the long connection", uid=uid, res=resource)
+        self.ack(T.IM_AUTH, msgid, token=token, expires_in=expires_in, uid=uid)
+        yield self._push_pending()
+
+    @inlineCallbacks
+    def _push_pending(self):
+        """Friend requests and invites not yet received: there is no query for them."""
+        uid = self.session.uid
+        requests = yield self.server.roster.pending_requests(uid)
+        for request in requests:
+            self.render(Event(events.ROSTER_REQUEST, request_data(request)))
+        invites = yield self.server.groups.pending_invites(uid)
+        for invite in invites:
+            self.render(Event(events.GROUP_INVITE, invite_data(invite)))
+
+    @inlineCallbacks
+    def _check_token(self):
+        now = self.server.reactor.seconds()
+        if now - self._token_checked < TOKEN_CHECK_SECONDS:
+            return
+        self._token_checked = now
+        try:
+            yield self.server.accounts.authenticate(self.token)
+        except IMError:
+            self.server.hub.unregister(self.session)
+            self.kick("token revoked or expired")
+
+    # -- handlers: each returns extra ack fields, or None -------------------
+
+    def _on_ping(self, body: dict) -> None:
+        self.send(T.IM_PING, {})
+
+    @inlineCallbacks
+    def _on_client_ack(self, body: dict):
+        kind = str(body.get("type", ""))
+        msgid = body.get("msgid")
+        if kind == str(T.IM_MESSAGE):
+            if body.get("gid"):
+                yield self._ack_group(body)
+            else:
+                yield self.server.messages.acknowledge(self.session.uid, msgid, body.get("from"))
+        elif kind == str(T.IM_ROSTER_ADD_REQ):
+            yield self.server.roster.request_received(self.session.uid, msgid)
+        elif kind in (str(T.IM_CHATROOM_INVENT), str(T.IM_CHATROOM)):
+            yield self.server.groups.invite_received(self.session.uid, msgid)
+        else:
+            raise InvalidField(f"cannot acknowledge type {kind!r}")
+
+    @inlineCallbacks
+    def _ack_group(self, body: dict):
+        seq = body.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            yield self.server.messages.group_synced(self.session.uid, body["gid"], seq=seq)
+
+    @inlineCallbacks
+    def _on_message(self, body: dict):
+        session = self.session
+        group = str(body.get("type", "0")) == "1" or bool(body.get("gid"))
+        kwargs = dict(
+            msgid=body.get("msgid"),
+            body=body.get("body", ""),
+            kind=body.get("kind") or "text",
+            client_time=body.get("time", ""),
+            sender_res=session.resource,
+            origin=session,
+        )
+        if group:
+            yield self.server.messages.send(session.uid, gid=body.get("gid") or body.get("to"), **kwargs)
+        else:
+            yield self.server.messages.send(session.uid, to=body.get("to"), **kwargs)
+
+    @inlineCallbacks
+    def _on_presence(self, body: dict):
+        presence = self.server.presence
+        kind = body.get("type")
+        if kind == "online":
+            yield presence.online(self.session, body.get("show"))
+        elif kind in ("update", "leave"):
+            yield presence.update(self.session, kind, body.get("show"))
+        elif kind == "ack":
+            presence.ack(self.session, body.get("to"), body.get("to_res"), body.get("show"))
+        else:
+            raise InvalidField("type must be online, update, leave or ack")
+
+    def _on_roster_add(self, body: dict):
+        return self.server.roster.request(
+            self.session.uid, body.get("to"), body.get("msgid"), body.get("msg", ""), origin=self.session
+        )
+
+    def _on_roster_answer(self, body: dict):
+        return self.server.roster.answer(
+            self.session.uid,
+            body.get("to"),
+            body.get("msgid"),
+            body.get("accept"),
+            body.get("msg"),
+            origin=self.session,
+        )
+
+    def _on_roster_delete(self, body: dict):
+        return self.server.roster.remove(self.session.uid, body.get("to"), origin=self.session)
+
+    @inlineCallbacks
+    def _on_chatroom(self, body: dict):
+        groups = self.server.groups
+        uid = self.session.uid
+        kind = str(body.get("type", ""))
+        if kind == "0":
+            yield groups.invite(uid, body.get("gid"), body.get("to"), body.get("msgid"), origin=self.session)
+        elif kind == "1":
+            yield groups.answer(
+                uid, body.get("gid"), body.get("accept"), body.get("fname", ""), body.get("msgid"), origin=self.session
+            )
+        elif kind == "2":
+            yield groups.leave(uid, body.get("rid") or body.get("gid"), body.get("msgid"), origin=self.session)
+        else:
+            raise InvalidField('type must be "0" (invite), "1" (answer) or "2" (leave)')
+
+    def _on_receipt(self, body: dict):
+        return self.server.messages.receipt(
+            self.session.uid,
+            body.get("msgid"),
+            to=body.get("to"),
+            gid=body.get("gid"),
+            kind=body.get("kind", "read"),
+            origin=self.session,
+        )
+
+    def _on_recall(self, body: dict):
+        return self.server.messages.recall(
+            self.session.uid, body.get("msgid"), to=body.get("to"), gid=body.get("gid"), origin=self.session
+        )
+
+    def _result(fn):
+        """Handlers answer with an empty ack: their results are for other callers."""
+
+        @inlineCallbacks
+        def wrapper(self, body):
+            yield maybeDeferred(fn, self, body)
+            return None
+
+        return wrapper
+
+    _handlers = {
+        T.IM_PING: _on_ping,
+        T.IM_MESSAGE_ACK: _result(_on_client_ack),
+        T.IM_MESSAGE: _result(_on_message),
+        T.IM_PRESENCE: _result(_on_presence),
+        T.IM_ROSTER_ADD_REQ: _result(_on_roster_add),
+        T.IM_ROSTER_ADD_RESP: _result(_on_roster_answer),
+        T.IM_ROSTER_DEL_REQ: _result(_on_roster_delete),
+        T.IM_CHATROOM: _result(_on_chatroom),
+        T.IM_RECEIPT: _result(_on_receipt),
+        T.IM_RECALL: _result(_on_recall),
+    }
+    del _result
+
+
+def _render_message(session: LongConnSession, data: dict) -> dict:
+    group = "gid" in data
+    body = {
+        "msgid": data["msgid"],
+        "from": data["from"],
+        "from_res": data["from_res"],
+        "to": data["gid"] if group else data["to"],
+        "to_res": session.resource,
+        "time": data["client_time"] or format_time(data["time"]),
+        "stime": data["time"],
+        "type": "1" if group else "0",
+        "kind": data["kind"],
+        "body": data["body"],
+    }
+    if group:
+        body["gid"] = data["gid"]
+        body["seq"] = data["seq"]
+    return body
+
+
+def _render_request(session, data):
+    return T.IM_ROSTER_ADD_REQ, {
+        "msgid": data["msgid"],
+        "from": data["from"],
+        "from_res": "",
+        "to": data["to"],
+        "to_res": session.resource,
+        "time": format_time(data["time"]),
+        "msg": data["msg"],
+    }
+
+
+def _render_presence(session, data):
+    body = {
+        "type": data["type"],
+        "from": data["from"],
+        "from_res": data["from_res"],
+        "to": session.uid,
+        "to_res": session.resource,
+        "show": data["show"],
+    }
+    return T.IM_PRESENCE, body
+
+
+def _render_invite(session, data):
+    return T.IM_CHATROOM, {
+        "msgid": data["msgid"],
+        "type": "0",
+        "from": data["from"],
+        "from_res": "",
+        "to": data["to"],
+        "to_res": session.resource,
+        "gid": data["gid"],
+        "gname": data["gname"],
+    }
+
+
+def _render_group_data(session, data):
+    body = dict(data, time=format_time(data["time"]))
+    body["peers"] = [dict(p, join_time=format_time(p["join_time"])) for p in data["peers"]]
+    return T.IM_NOTIFY_GROUP_DATA, body
+
+
+def _render_peer_add(session, data):
+    return T.IM_NOTIFY_GROUP_PEER_ADD, dict(data, join_time=format_time(data["join_time"]))
+
+
+def _render_leave(session, data):
+    return T.IM_CHATROOM, {
+        "msgid": data["msgid"],
+        "type": "2",
+        "from": data["from"],
+        "from_res": "",
+        "to": session.uid,
+        "to_res": session.resource,
+        "rid": data["gid"],
+    }
+
+
+_RENDERERS: dict[str, Callable[[LongConnSession, dict], tuple[int, dict]]] = {
+    events.MESSAGE: lambda s, d: (T.IM_MESSAGE, _render_message(s, d)),
+    events.MESSAGE_COPY: lambda s, d: (T.IM_NOTIFY_MESSAGE, _render_message(s, d)),
+    events.ROSTER_REQUEST: _render_request,
+    events.ROSTER_ANSWER: lambda s, d: (T.IM_ROSTER_ADD_RESP, dict(d)),
+    events.ROSTER_ADDED: lambda s, d: (T.IM_NOTIFY_ROSTER_ADD, dict(d)),
+    events.ROSTER_DELETED: lambda s, d: (T.IM_NOTIFY_ROSTER_DEL, dict(d)),
+    events.PRESENCE: _render_presence,
+    events.GROUP_INVITE: _render_invite,
+    events.GROUP_DATA: _render_group_data,
+    events.GROUP_PEER_ADD: _render_peer_add,
+    events.GROUP_LEAVE: _render_leave,
+    events.RECEIPT: lambda s, d: (T.IM_NOTIFY_RECEIPT, dict(d)),
+    events.RECALL: lambda s, d: (T.IM_NOTIFY_RECALL, dict(d)),
+}
+
+
+class LongConnFactory(Factory):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: Any) -> LongConnProtocol:
+        protocol = LongConnProtocol(self.server)
+        protocol.factory = self
+        return protocol

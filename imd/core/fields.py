@@ -1,0 +1,54 @@
+# -*- test-case-name: tests.test_core_fields -*-
+"""Checks of values that arrive from any channel, raising InvalidField."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from imd.errors import InvalidField
+
+_UID = re.compile(r"^[A-Za-z0-9_.@-]{1,50}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+
+def text(name: str, value: Any, max_length: int, required: bool = True, default: str = "") -> str:
+    """A string of at most C{max_length} characters (numbers are taken as text)."""
+    if value is None or value == "":
+        if required:
+            raise InvalidField(f"{name} is required")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidField(f"{name} must be a string")
+    value = str(value)
+    if len(value) > max_length:
+        raise InvalidField(f"{name} must be at most {max_length} characters")
+    return value
+
+
+def uid(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _UID.match(value):
+        raise InvalidField(f"{name} must be a user id (1-50 characters of A-Z a-z 0-9 _ . @ -)")
+    return value
+
+
+def ident(name: str, value: Any) -> str:
+    """A client-chosen id such as a msgid or gid: 1-64 characters, no spaces."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidField(f"{name} must be 1-64 characters of A-Z a-z 0-9 _ . : @ -")
+    return value
+
+
+def boolean(name: str, value: Any, default: bool | None = None) -> bool:
+    """JSON true/false, or the seeds' "1"/"0" and "true"/"false"."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if value in (1, "1", "true"):
+        return True
+    if value in (0, "0", "false"):
+        return False
+    raise InvalidField(f"{name} must be true or false")

@@ -1,0 +1,169 @@
+# -*- test-case-name: tests.test_longconn -*-
+"""Groups: create, invite, answer, leave, and who is in them."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.logger import Logger
+
+from imd.core import events, fields
+from imd.errors import Conflict, Forbidden, InvalidField, NotFound
+from imd.hub.interfaces import Event
+from imd.store.groups import Group, GroupInvite, Member
+
+log = Logger()
+PRIVATE, PUBLIC = 1, 2
+
+
+def invite_data(invite: GroupInvite) -> dict[str, Any]:
+    return {
+        "msgid": invite.msgid,
+        "from": invite.msgfrom,
+        "to": invite.msgto,
+        "gid": invite.gid,
+        "gname": invite.gname,
+        "time": invite.created_at,
+    }
+
+
+def member_data(member: Member) -> dict[str, Any]:
+    return {
+        "uid": member.uid,
+        "fname": member.remark or member.name,
+        "right": str(member.role),
+        "join_time": member.join_time,
+    }
+
+
+def group_data(group: Group, members: list[Member]) -> dict[str, Any]:
+    return {
+        "gid": group.gid,
+        "gname": group.name,
+        "time": group.created_at,
+        "type": str(group.type),
+        "exit": "1" if group.exitable else "0",
+        "creator": group.creator,
+        "peers": [member_data(m) for m in members],
+    }
+
+
+class GroupService:
+    def __init__(self, store: Any, hub: Any, clock: Any, presence: Any = None) -> None:
+        self._groups = store.groups
+        self._users = store.users
+        self._hub = hub
+        self._clock = clock
+        self._presence = presence
+
+    def _now(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    @inlineCallbacks
+    def create(self, uid: str, name: Any, type: Any = PRIVATE, exitable: Any = True):
+        """A new group with C{uid} as its admin; returns the L{Group}."""
+        name = fields.text("gname", name, 500)
+        try:
+            type = int(type)
+        except (TypeError, ValueError):
+            type = 0
+        if type not in (PRIVATE, PUBLIC):
+            raise InvalidField("type must be 1 (private) or 2 (public)")
+        exitable = fields.boolean("exit", exitable, default=True)
+        group = yield self._groups.create(
+            secrets.token_hex(8), name, uid, type, exitable, self._now()
+        )
+        log.info("{uid} created group {gid}", uid=uid, gid=group.gid)
+        returnValue(group)
+
+    @inlineCallbacks
+    def _member_group(self, uid: str, gid: Any) -> Group:
+        gid = fields.ident("gid", gid)
+        member = yield self._groups.is_member(gid, uid)
+        group = yield self._groups.get(gid) if member else None
+        if group is None:
+            # The same answer whether the group exists or not.
+            raise NotFound(f"you are not a member of a group {gid}")
+        returnValue(group)
+
+    @inlineCallbacks
+    def invite(self, uid: str, gid: Any, to: Any, msgid: Any, origin: Any = None):
+        """A member invites C{to}; C{to}'s sessions hear of it."""
+        group = yield self._member_group(uid, gid)
+        to = fields.uid("to", to)
+        msgid = fields.ident("msgid", msgid)
+        user = yield self._users.get(to)
+        if user is None:
+            raise NotFound(f"no user {to}")
+        already = yield self._groups.is_member(group.gid, to)
+        if already:
+            raise Conflict(f"{to} is already a member of {group.gid}")
+        invite, created = yield self._groups.add_invite(
+            msgid, group.gid, uid, to, group.name, self._now()
+        )
+        if created:
+            self._hub.deliver([to], Event(events.GROUP_INVITE, invite_data(invite)))
+        returnValue(invite)
+
+    def invite_received(self, uid: str, msgid: Any):
+        return self._groups.mark_invite_received(uid, fields.ident("msgid", msgid))
+
+    def pending_invites(self, uid: str, only_unreceived: bool = True):
+        return self._groups.pending_invites(uid, only_unreceived)
+
+    @inlineCallbacks
+    def answer(self, uid: str, gid: Any, accept: Any, remark: Any = "", msgid: Any = None, origin: Any = None):
+        """
+        C{uid} accepts or declines its invite to C{gid}.  On acceptance the
+        new member's sessions get the group and its members, the others
+        the new member, and both sides each other's presence.
+        """
+        gid = fields.ident("gid", gid)
+        accept = fields.boolean("accept", accept)
+        remark = fields.text("fname", remark, 200, required=False)
+        if msgid is not None:
+            msgid = fields.ident("msgid", msgid)
+        invite = yield self._groups.pending_invite(uid, gid, None)
+        if invite is None:
+            raise NotFound(f"no pending invite to group {gid}")
+        answered = yield self._groups.answer_invite(invite.id, accept, remark, self._now())
+        if not answered:
+            raise NotFound(f"no pending invite to group {gid}")
+        if accept:
+            yield self._joined(uid, gid)
+        returnValue(accept)
+
+    @inlineCallbacks
+    def _joined(self, uid: str, gid: str):
+        group = yield self._groups.get(gid)
+        members = yield self._groups.members(gid)
+        me = next(m for m in members if m.uid == uid)
+        others = [m.uid for m in members if m.uid != uid]
+        self._hub.deliver([uid], Event(events.GROUP_DATA, group_data(group, members)))
+        self._hub.deliver(others, Event(events.GROUP_PEER_ADD, dict(member_data(me), gid=gid)))
+        if self._presence is not None:
+            self._presence.introduce(uid, others)
+
+    @inlineCallbacks
+    def leave(self, uid: str, gid: Any, msgid: Any = None, origin: Any = None):
+        group = yield self._member_group(uid, gid)
+        if not group.exitable and group.creator != uid:
+            raise Forbidden(f"group {group.gid} cannot be left")
+        yield self._groups.remove_member(group.gid, uid)
+        remaining = yield self._groups.member_ids(group.gid)
+        data = {"msgid": msgid or "", "from": uid, "gid": group.gid}
+        self._hub.deliver(remaining + [uid], Event(events.GROUP_LEAVE, data), exclude=origin)
+
+    def groups_of(self, uid: str):
+        return self._groups.groups_of(uid)
+
+    @inlineCallbacks
+    def members(self, uid: str, gid: Any):
+        group = yield self._member_group(uid, gid)
+        members = yield self._groups.members(group.gid)
+        returnValue(members)
+
+    def co_member_ids(self, uid: str):
+        return self._groups.co_member_ids(uid)

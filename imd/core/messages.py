@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.test_longconn -*-
+"""
+Messages: send (1:1 and group), acknowledge, offline sync, history,
+receipts and recall.  A message is committed before anyone hears of it,
+and delivered live to every session of its recipients after that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.logger import Logger
+
+from imd.config import MessagesConfig
+from imd.core import events, fields
+from imd.errors import Forbidden, InvalidField, NotFound
+from imd.hub.interfaces import Event
+from imd.store.messages import Message
+
+log = Logger()
+
+KINDS = ("text", "image", "file", "voice", "custom", "notification")
+RECEIPT_KINDS = ("read", "delivered")
+DAY_MS = 86_400_000
+
+
+def message_data(message: Message) -> dict[str, Any]:
+    data = {
+        "id": message.id,
+        "msgid": message.msgid,
+        "from": message.sender,
+        "from_res": message.sender_res,
+        "kind": message.kind,
+        "body": message.body,
+        "time": message.created_at,
+        "client_time": message.client_time,
+        "recalled": message.recalled_at is not None,
+    }
+    if message.gid is not None:
+        data["gid"] = message.gid
+        data["seq"] = message.group_seq
+    else:
+        data["to"] = message.to_uid
+    return data
+
+
+class MessageService:
+    def __init__(self, store: Any, hub: Any, config: MessagesConfig, clock: Any, metrics: Any = None) -> None:
+        self._messages = store.messages
+        self._roster = store.roster
+        self._groups = store.groups
+        self._hub = hub
+        self._config = config
+        self._clock = clock
+        self._metrics = metrics
+
+    def _now(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    @inlineCallbacks
+    def send(
+        self,
+        sender: str,
+        msgid: Any,
+        body: Any,
+        to: Any = None,
+        gid: Any = None,
+        kind: str = "text",
+        client_time: Any = "",
+        sender_res: str = "",
+        origin: Any = None,
+    ):
+        """
+        Commit a message from C{sender} to user C{to} or group C{gid} and
+        deliver it; returns the stored L{Message}.  A resent C{msgid} is
+        answered with the stored message and delivered no second time.
+        """
+        msgid = fields.ident("msgid", msgid)
+        body = fields.text("body", body, self._config.max_body, required=False)
+        client_time = fields.text("time", client_time, 32, required=False)
+        if kind not in KINDS:
+            raise InvalidField(f"kind must be one of {', '.join(KINDS)}")
+        now = self._now()
+        if gid is not None and gid != "":
+            gid = fields.ident("gid", gid)
+            member = yield self._groups.is_member(gid, sender)
+            if not member:
+                group = yield self._groups.get(gid)
+                if group is None:
+                    raise NotFound(f"no group {gid}")
+                raise Forbidden(f"you are not a member of group {gid}")
+            result = yield self._messages.send_group(
+                sender, sender_res, gid, msgid, kind, body, client_time, now
+            )
+            if result is None:
+                raise NotFound(f"no group {gid}")
+            message, created = result
+            if created:
+                recipients = yield self._groups.member_ids(gid)
+                self._delivered(message, [uid for uid in recipients if uid != sender], origin)
+        else:
+            to = fields.uid("to", to)
+            if self._config.friends_only and to != sender:
+                friends = yield self._roster.are_friends(sender, to)
+                if not friends:
+                    raise Forbidden(f"{to} is not your friend")
+            result = yield self._messages.send_direct(
+                sender, sender_res, to, msgid, kind, body, client_time, now
+            )
+            if result is None:
+                raise NotFound(f"no user {to}")
+            message, created = result
+            if created:
+                self._delivered(message, [to] if to != sender else [], origin)
+        returnValue(message)
+
+    def _delivered(self, message: Message, recipients: list[str], origin: Any) -> None:
+        if self._metrics is not None:
+            self._metrics.messages.labels(message.kind).inc()
+        data = message_data(message)
+        self._hub.deliver(recipients, Event(events.MESSAGE, data))
+        self._hub.deliver([message.sender], Event(events.MESSAGE_COPY, data), exclude=origin)
+
+    def acknowledge(self, uid: str, msgid: Any, sender: Any = None):
+        """C{uid}'s client has message C{msgid}: it leaves the offline messages."""
+        msgid = fields.ident("msgid", msgid)
+        if sender is not None:
+            sender = fields.uid("from", sender)
+        return self._messages.mark_received(uid, msgid, sender)
+
+    def offline(self, uid: str, limit: int = 500):
+        return self._messages.offline(uid, limit)
+
+    def received_until(self, uid: str, until_ms: int):
+        return self._messages.mark_received_until(uid, until_ms)
+
+    def history(self, uid: str, peer: Any, limit: int = 500):
+        """The conversation of C{uid} with C{peer} over the last C{history_days}."""
+        peer = fields.uid("msgto", peer)
+        since = self._now() - self._config.history_days * DAY_MS
+        return self._messages.history(uid, peer, since, limit)
+
+    @inlineCallbacks
+    def _require_member(self, uid: str, gid: Any) -> str:
+        gid = fields.ident("gid", gid)
+        member = yield self._groups.is_member(gid, uid)
+        if not member:
+            # The same answer whether the group exists or not: a non-member
+            # learns nothing about it.
+            raise NotFound(f"you are not a member of a group {gid}")
+        returnValue(gid)
+
+    @inlineCallbacks
+    def group_offline(self, uid: str, gid: Any = None, limit: int = 500):
+        if gid is not None and gid != "":
+            gid = yield self._require_member(uid, gid)
+        else:
+            gid = None
+        messages = yield self._messages.group_offline(uid, gid, limit)
+        returnValue(messages)
+
+    @inlineCallbacks
+    def group_synced(self, uid: str, gid: Any, until_ms: int | None = None, seq: int | None = None):
+        gid = yield self._require_member(uid, gid)
+        cursor = yield self._messages.group_synced(uid, gid, seq=seq, until=until_ms)
+        returnValue(cursor)
+
+    @inlineCallbacks
+    def group_history(self, uid: str, gid: Any, limit: int = 500):
+        gid = yield self._require_member(uid, gid)
+        since = self._now() - self._config.history_days * DAY_MS
+        messages = yield self._messages.group_history(gid, since, limit)
+        returnValue(messages)
+
+    @inlineCallbacks
+    def acknowledge_group(self, uid: str, gid: Any, seq: int):
+        """A live group message reached C{uid}: its cursor moves past it."""
+        cursor = yield self._messages.group_synced(uid, gid, seq=seq)
+        returnValue(cursor)
+
+    @inlineCallbacks
+    def _find(self, uid: str, msgid: Any, to: Any, gid: Any, sent_by_me: bool):
+        """
+        The message a receipt or recall names: for 1:1, C{to} is the other
+        side (its sender for a receipt, its recipient for a recall).
+        """
+        msgid = fields.ident("msgid", msgid)
+        if gid is not None and gid != "":
+            gid = yield self._require_member(uid, gid)
+            message = yield self._messages.find_in_group(gid, msgid, uid if sent_by_me else None)
+        else:
+            to = fields.uid("to", to)
+            if sent_by_me:
+                message = yield self._messages.get(uid, msgid)
+                if message is not None and message.to_uid != to:
+                    message = None
+            else:
+                message = yield self._messages.get(to, msgid)
+                if message is not None and message.to_uid != uid:
+                    message = None
+        if message is None:
+            raise NotFound(f"no message {msgid}")
+        returnValue(message)
+
+    @inlineCallbacks
+    def receipt(self, uid: str, msgid: Any, to: Any = None, gid: Any = None, kind: Any = "read", origin: Any = None):
+        """
+        C{uid} has read (or received) a message: its sender hears of it once.
+        For 1:1, C{to} is the message's sender.
+        """
+        if kind not in RECEIPT_KINDS:
+            raise InvalidField(f"kind must be one of {', '.join(RECEIPT_KINDS)}")
+        message = yield self._find(uid, msgid, to, gid, sent_by_me=False)
+        if message.sender == uid:
+            raise InvalidField("a receipt is for a message someone else sent")
+        recorded = yield self._messages.add_receipt(message.id, uid, kind, self._now())
+        if recorded:
+            data = {"msgid": message.msgid, "from": uid, "kind": kind}
+            if message.gid is not None:
+                data["gid"] = message.gid
+            self._hub.deliver([message.sender], Event(events.RECEIPT, data))
+        returnValue(message)
+
+    @inlineCallbacks
+    def recall(self, uid: str, msgid: Any, to: Any = None, gid: Any = None, origin: Any = None):
+        """C{uid} takes back its own message within C{recall_window} seconds."""
+        message = yield self._find(uid, msgid, to, gid, sent_by_me=True)
+        if self._now() - message.created_at > self._config.recall_window * 1000:
+            raise Forbidden(f"a message can be recalled within {self._config.recall_window} s only")
+        recalled = yield self._messages.recall(message.id, self._now())
+        if recalled:
+            data = {"msgid": message.msgid, "from": uid}
+            if message.gid is not None:
+                data["gid"] = message.gid
+                recipients = yield self._groups.member_ids(message.gid)
+            else:
+                data["to"] = message.to_uid
+                recipients = [message.to_uid]
+            event = Event(events.RECALL, data)
+            self._hub.deliver([r for r in recipients if r != uid], event)
+            self._hub.deliver([uid], event, exclude=origin)
+        returnValue(message)

@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_longconn -*-
+"""Friends: requests and answers, removal, friend groups and remark names."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.logger import Logger
+
+from imd.core import events, fields
+from imd.errors import Conflict, InvalidField, NotFound
+from imd.hub.interfaces import Event
+from imd.store.roster import FriendGroup, FriendRequest
+
+log = Logger()
+MAX_FRIEND_GROUPS = 100
+
+
+def request_data(request: FriendRequest) -> dict[str, Any]:
+    return {
+        "msgid": request.msgid,
+        "from": request.msgfrom,
+        "to": request.msgto,
+        "msg": request.msg,
+        "time": request.created_at,
+    }
+
+
+def parse_friend_groups(grp: Any) -> list[FriendGroup]:
+    """
+    Seed 001's ``grp`` JSON string (or list): ``[{"gid", "n", "w", "def"}]``.
+    Exactly one group must be the default; gids are unique.
+    """
+    if isinstance(grp, str):
+        try:
+            grp = json.loads(grp)
+        except ValueError:
+            raise InvalidField("grp must be a JSON array of friend groups") from None
+    if not isinstance(grp, list) or not grp:
+        raise InvalidField("grp must be a non-empty JSON array of friend groups")
+    if len(grp) > MAX_FRIEND_GROUPS:
+        raise InvalidField(f"at most {MAX_FRIEND_GROUPS} friend groups")
+    groups = []
+    for item in grp:
+        if not isinstance(item, dict):
+            raise InvalidField("each friend group must be an object {gid, n, w, def}")
+        weight = item.get("w", 0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, str)) or not str(weight).lstrip("-").isdigit():
+            raise InvalidField("a friend group's w must be an integer")
+        groups.append(
+            FriendGroup(
+                gid=fields.ident("gid", item.get("gid")),
+                name=fields.text("n", item.get("n"), 100),
+                weight=int(weight),
+                is_default=fields.boolean("def", item.get("def"), default=False),
+            )
+        )
+    if len({g.gid for g in groups}) != len(groups):
+        raise InvalidField("friend group ids must be unique")
+    if sum(g.is_default for g in groups) != 1:
+        raise InvalidField("exactly one friend group must be the default")
+    return groups
+
+
+def friend_groups_json(groups: list[FriendGroup]) -> list[dict[str, Any]]:
+    return [{"gid": g.gid, "n": g.name, "w": g.weight, "def": g.is_default} for g in groups]
+
+
+class RosterService:
+    def __init__(self, store: Any, hub: Any, clock: Any) -> None:
+        self._roster = store.roster
+        self._users = store.users
+        self._hub = hub
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    @inlineCallbacks
+    def request(self, uid: str, to: Any, msgid: Any, msg: Any = "", origin: Any = None):
+        """C{uid} asks C{to} to be friends; C{to}'s sessions hear of it."""
+        to = fields.uid("to", to)
+        msgid = fields.ident("msgid", msgid)
+        msg = fields.text("msg", msg, 500, required=False)
+        if to == uid:
+            raise InvalidField("you cannot befriend yourself")
+        user = yield self._users.get(to)
+        if user is None:
+            raise NotFound(f"no user {to}")
+        already = yield self._roster.are_friends(uid, to)
+        if already:
+            raise Conflict(f"{to} is already your friend")
+        request, created = yield self._roster.add_request(msgid, uid, to, msg, self._now())
+        if created:
+            self._hub.deliver([to], Event(events.ROSTER_REQUEST, request_data(request)))
+        returnValue(request)
+
+    def request_received(self, uid: str, msgid: Any):
+        """C{uid}'s client has the request C{msgid}: it is not pushed again."""
+        return self._roster.mark_request_received(uid, fields.ident("msgid", msgid))
+
+    def pending_requests(self, uid: str, only_unreceived: bool = True):
+        return self._roster.pending_requests(uid, only_unreceived)
+
+    @inlineCallbacks
+    def answer(
+        self,
+        uid: str,
+        requester: Any,
+        msgid: Any,
+        accept: Any,
+        msg: Any = None,
+        origin: Any = None,
+    ):
+        """
+        C{uid} accepts or rejects C{requester}'s request C{msgid}.  C{msg} is
+        seed 001's JSON string ``{req_gid, req_name, resp_gid, resp_name}``:
+        the friend group and remark name each side files the other under.
+        """
+        requester = fields.uid("to", requester)
+        msgid = fields.ident("msgid", msgid)
+        accept = fields.boolean("accept", accept)
+        names = _answer_names(msg)
+        request = yield self._roster.pending_request(uid, msgid, requester)
+        if request is None:
+            raise NotFound(f"no pending friend request {msgid} from {requester}")
+        answered = yield self._roster.answer_request(
+            request.id,
+            accept,
+            self._now(),
+            req_gid=names.get("req_gid") or request.req_gid or "1",
+            req_name=names.get("req_name") or request.req_name or "",
+            resp_gid=names.get("resp_gid") or "1",
+            resp_name=names.get("resp_name") or "",
+        )
+        if not answered:
+            raise NotFound(f"no pending friend request {msgid} from {requester}")
+        answer = {
+            "msgid": msgid,
+            "from": uid,
+            "to": requester,
+            "accept": accept,
+            "msg": msg if isinstance(msg, str) else json.dumps(names, ensure_ascii=False),
+        }
+        self._hub.deliver([requester], Event(events.ROSTER_ANSWER, answer))
+        if accept:
+            self._hub.deliver([requester], Event(events.ROSTER_ADDED, {"frd": uid}))
+            self._hub.deliver([uid], Event(events.ROSTER_ADDED, {"frd": requester}))
+        returnValue(accept)
+
+    @inlineCallbacks
+    def remove(self, uid: str, friend: Any, origin: Any = None):
+        friend = fields.uid("to", friend)
+        removed = yield self._roster.remove_friend(uid, friend)
+        if not removed:
+            raise NotFound(f"{friend} is not your friend")
+        self._hub.deliver([friend], Event(events.ROSTER_DELETED, {"frd": uid}))
+        self._hub.deliver([uid], Event(events.ROSTER_DELETED, {"frd": friend}))
+
+    def friends(self, uid: str):
+        return self._roster.friends(uid)
+
+    def friend_ids(self, uid: str):
+        return self._roster.friend_ids(uid)
+
+    def friend_groups(self, uid: str):
+        return self._roster.friend_groups(uid)
+
+    def set_friend_groups(self, uid: str, grp: Any):
+        return self._roster.set_friend_groups(uid, parse_friend_groups(grp))
+
+    @inlineCallbacks
+    def set_friend_group(self, uid: str, fid: Any, gid: Any):
+        fid = fields.uid("fid", fid)
+        gid = fields.ident("gid", gid)
+        known = yield self._roster.has_friend_group(uid, gid)
+        if not known:
+            raise NotFound(f"you have no friend group {gid}")
+        updated = yield self._roster.update_friend(uid, fid, gid=gid)
+        if not updated:
+            raise NotFound(f"{fid} is not your friend")
+
+    @inlineCallbacks
+    def set_remark(self, uid: str, fid: Any, name: Any):
+        fid = fields.uid("fid", fid)
+        name = fields.text("name", name, 100, required=False)
+        updated = yield self._roster.update_friend(uid, fid, remark=name)
+        if not updated:
+            raise NotFound(f"{fid} is not your friend")
+
+
+def _answer_names(msg: Any) -> dict[str, str]:
+    if msg is None or msg == "":
+        return {}
+    if isinstance(msg, str):
+        try:
+            msg = json.loads(msg)
+        except ValueError:
+            raise InvalidField("msg must be a JSON object {req_gid, req_name, resp_gid, resp_name}") from None
+    if not isinstance(msg, dict):
+        raise InvalidField("msg must be a JSON object {req_gid, req_name, resp_gid, resp_name}")
+    names = {}
+    for key in ("req_gid", "resp_gid"):
+        if msg.get(key) not in (None, ""):
+            names[key] = fields.ident(key, msg[key])
+    for key in ("req_name", "resp_name"):
+        if msg.get(key) not in (None, ""):
+            names[key] = fields.text(key, msg[key], 100)
+    return names

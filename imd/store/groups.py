@@ -1,0 +1,258 @@
+# -*- test-case-name: tests.test_store_groups -*-
+"""Groups (seed 001 chatrooms), their members and invites."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+from twisted.internet.defer import Deferred
+
+from imd.store import schema as s
+from imd.store.database import Database
+from imd.store.roster import ACCEPTED, PENDING, REJECTED
+
+g, gm, gi = s.groups.c, s.group_members.c, s.group_invites.c
+
+
+@dataclass(frozen=True)
+class Group:
+    gid: str
+    name: str
+    creator: str
+    type: int
+    exitable: bool
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Member:
+    uid: str
+    role: int
+    remark: str
+    join_time: int
+    name: str
+
+
+@dataclass(frozen=True)
+class GroupInvite:
+    id: int
+    msgid: str
+    gid: str
+    msgfrom: str
+    msgto: str
+    gname: str
+    state: int
+    received: bool
+    created_at: int
+
+
+_GROUP_COLUMNS = [getattr(g, f) for f in Group.__dataclass_fields__]
+_INVITE_COLUMNS = [getattr(gi, f) for f in GroupInvite.__dataclass_fields__]
+
+
+def _group(row) -> Group | None:
+    return None if row is None else Group(**row._mapping)
+
+
+def _invite(row) -> GroupInvite | None:
+    return None if row is None else GroupInvite(**row._mapping)
+
+
+def _add_member(conn: Connection, gid: str, uid: str, role: int, remark: str, now: int) -> None:
+    # A new member's cursor starts at the group's last message: what was
+    # said before it joined is history, not offline messages.
+    last = conn.execute(select(g.last_seq).where(g.gid == gid)).scalar() or 0
+    conn.execute(
+        insert(s.group_members).values(
+            gid=gid, uid=uid, role=role, remark=remark, join_time=now, synced_seq=last, read_seq=last
+        )
+    )
+
+
+class GroupStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(
+        self, gid: str, name: str, creator: str, type: int, exitable: bool, now: int
+    ) -> "Deferred[Group]":
+        """Create a group whose only member, an admin, is its creator."""
+
+        def thd(conn: Connection) -> Group:
+            conn.execute(
+                insert(s.groups).values(
+                    gid=gid,
+                    name=name,
+                    creator=creator,
+                    type=type,
+                    exitable=exitable,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            _add_member(conn, gid, creator, 1, "", now)
+            return _group(conn.execute(select(*_GROUP_COLUMNS).where(g.gid == gid)).first())
+
+        return self._db.run("groups.create", thd)
+
+    def get(self, gid: str) -> "Deferred[Group | None]":
+        def thd(conn: Connection) -> Group | None:
+            return _group(
+                conn.execute(
+                    select(*_GROUP_COLUMNS).where(g.gid == gid, g.deleted_at.is_(None))
+                ).first()
+            )
+
+        return self._db.run("groups.get", thd)
+
+    def groups_of(self, uid: str) -> "Deferred[list[Group]]":
+        def thd(conn: Connection) -> list[Group]:
+            rows = conn.execute(
+                select(*_GROUP_COLUMNS)
+                .join(s.group_members, gm.gid == g.gid)
+                .where(gm.uid == uid, g.deleted_at.is_(None))
+                .order_by(g.created_at, g.gid)
+            )
+            return [_group(row) for row in rows]
+
+        return self._db.run("groups.groups_of", thd)
+
+    def members(self, gid: str) -> "Deferred[list[Member]]":
+        def thd(conn: Connection) -> list[Member]:
+            rows = conn.execute(
+                select(gm.uid, gm.role, gm.remark, gm.join_time, s.users.c.name)
+                .join(s.users, s.users.c.uid == gm.uid)
+                .where(gm.gid == gid)
+                .order_by(gm.join_time, gm.uid)
+            )
+            return [Member(**row._mapping) for row in rows]
+
+        return self._db.run("groups.members", thd)
+
+    def member_ids(self, gid: str) -> "Deferred[list[str]]":
+        def thd(conn: Connection) -> list[str]:
+            return list(conn.execute(select(gm.uid).where(gm.gid == gid)).scalars())
+
+        return self._db.run("groups.member_ids", thd)
+
+    def is_member(self, gid: str, uid: str) -> "Deferred[bool]":
+        def thd(conn: Connection) -> bool:
+            return conn.execute(select(gm.uid).where(gm.gid == gid, gm.uid == uid)).first() is not None
+
+        return self._db.run("groups.is_member", thd)
+
+    def co_member_ids(self, uid: str) -> "Deferred[set[str]]":
+        """Everyone who shares a group with C{uid}."""
+
+        def thd(conn: Connection) -> set[str]:
+            mine = select(gm.gid).where(gm.uid == uid)
+            return set(conn.execute(select(gm.uid).where(gm.gid.in_(mine))).scalars()) - {uid}
+
+        return self._db.run("groups.co_member_ids", thd)
+
+    def add_invite(
+        self, msgid: str, gid: str, msgfrom: str, msgto: str, gname: str, now: int
+    ) -> "Deferred[tuple[GroupInvite, bool]]":
+        """Store an invite; a resend of C{msgid} returns the stored one."""
+
+        def thd(conn: Connection):
+            existing = conn.execute(
+                select(*_INVITE_COLUMNS).where(gi.msgfrom == msgfrom, gi.msgid == msgid)
+            ).first()
+            if existing is not None:
+                return _invite(existing), False
+            conn.execute(
+                insert(s.group_invites).values(
+                    msgid=msgid, gid=gid, msgfrom=msgfrom, msgto=msgto, gname=gname, created_at=now
+                )
+            )
+            row = conn.execute(
+                select(*_INVITE_COLUMNS).where(gi.msgfrom == msgfrom, gi.msgid == msgid)
+            ).first()
+            return _invite(row), True
+
+        return self._db.run("groups.add_invite", thd)
+
+    def pending_invite(
+        self, msgto: str, gid: str, msgid: str | None = None
+    ) -> "Deferred[GroupInvite | None]":
+        """C{msgto}'s pending invite to C{gid} (the one C{msgid} names, or the newest)."""
+
+        def thd(conn: Connection) -> GroupInvite | None:
+            query = select(*_INVITE_COLUMNS).where(
+                gi.msgto == msgto, gi.gid == gid, gi.state == PENDING
+            )
+            if msgid is not None:
+                query = query.where(gi.msgid == msgid)
+            return _invite(conn.execute(query.order_by(gi.id.desc()).limit(1)).first())
+
+        return self._db.run("groups.pending_invite", thd)
+
+    def pending_invites(self, msgto: str, only_unreceived: bool = False) -> "Deferred[list[GroupInvite]]":
+        def thd(conn: Connection) -> list[GroupInvite]:
+            query = select(*_INVITE_COLUMNS).where(gi.msgto == msgto, gi.state == PENDING)
+            if only_unreceived:
+                query = query.where(gi.received.is_(False))
+            return [_invite(row) for row in conn.execute(query.order_by(gi.id))]
+
+        return self._db.run("groups.pending_invites", thd)
+
+    def mark_invite_received(self, msgto: str, msgid: str) -> "Deferred[int]":
+        def thd(conn: Connection) -> int:
+            return conn.execute(
+                update(s.group_invites)
+                .where(gi.msgto == msgto, gi.msgid == msgid, gi.received.is_(False))
+                .values(received=True)
+            ).rowcount
+
+        return self._db.run("groups.mark_invite_received", thd)
+
+    def answer_invite(
+        self, invite_id: int, accept: bool, remark: str, now: int
+    ) -> "Deferred[bool]":
+        """
+        Accept (join as a member) or reject; every other pending invite of
+        the same user to the same group is settled alike.  False when the
+        invite was no longer pending.
+        """
+
+        def thd(conn: Connection) -> bool:
+            row = conn.execute(
+                select(gi.gid, gi.msgto).where(gi.id == invite_id, gi.state == PENDING)
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
+                update(s.group_invites)
+                .where(gi.gid == row.gid, gi.msgto == row.msgto, gi.state == PENDING)
+                .values(state=ACCEPTED if accept else REJECTED, answered_at=now, received=True)
+            )
+            already = conn.execute(
+                select(gm.uid).where(gm.gid == row.gid, gm.uid == row.msgto)
+            ).first()
+            if accept and already is None:
+                _add_member(conn, row.gid, row.msgto, 0, remark, now)
+            return True
+
+        return self._db.run("groups.answer_invite", thd)
+
+    def add_member(self, gid: str, uid: str, role: int, remark: str, now: int) -> "Deferred[bool]":
+        """Add C{uid} to C{gid}; False when it already was a member."""
+
+        def thd(conn: Connection) -> bool:
+            if conn.execute(select(gm.uid).where(gm.gid == gid, gm.uid == uid)).first():
+                return False
+            _add_member(conn, gid, uid, role, remark, now)
+            return True
+
+        return self._db.run("groups.add_member", thd)
+
+    def remove_member(self, gid: str, uid: str) -> "Deferred[bool]":
+        def thd(conn: Connection) -> bool:
+            return conn.execute(
+                delete(s.group_members).where(gm.gid == gid, gm.uid == uid)
+            ).rowcount == 1
+
+        return self._db.run("groups.remove_member", thd)

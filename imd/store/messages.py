@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.test_store_messages -*-
+"""
+Messages: 1:1 messages through each recipient's inbox, group messages
+stored once with a per-group sequence, receipts and recall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from twisted.internet.defer import Deferred
+
+from imd.store import schema as s
+from imd.store.database import Database
+
+m = s.messages.c
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    msgid: str
+    sender: str
+    sender_res: str
+    to_uid: str | None
+    gid: str | None
+    group_seq: int | None
+    kind: str
+    body: str
+    client_time: str
+    created_at: int
+    recalled_at: int | None
+
+
+_COLUMNS = [getattr(m, f) for f in Message.__dataclass_fields__]
+
+
+def _message(row) -> Message:
+    return Message(**{f: row._mapping[f] for f in Message.__dataclass_fields__})
+
+
+def _find(conn: Connection, sender: str, msgid: str) -> Message | None:
+    row = conn.execute(select(*_COLUMNS).where(m.sender == sender, m.msgid == msgid)).first()
+    return None if row is None else _message(row)
+
+
+def _next_seq(conn: Connection, table, key_column, key: str, seq_column) -> int | None:
+    # The row lock this UPDATE takes orders concurrent writers, so a
+    # sequence number is never visible before a smaller one is committed.
+    row = conn.execute(
+        update(table)
+        .where(key_column == key)
+        .values({seq_column: seq_column + 1})
+        .returning(seq_column)
+    ).first()
+    return None if row is None else row[0]
+
+
+class MessageStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def send_direct(
+        self,
+        sender: str,
+        sender_res: str,
+        to_uid: str,
+        msgid: str,
+        kind: str,
+        body: str,
+        client_time: str,
+        now: int,
+    ) -> "Deferred[tuple[Message, bool] | None]":
+        """
+        Commit a 1:1 message and put it in C{to_uid}'s inbox.  Returns
+        (message, created): created is False for a resend of a C{msgid}
+        already stored, which is returned as stored.  None when C{to_uid}
+        does not exist.
+        """
+
+        def thd(conn: Connection):
+            existing = _find(conn, sender, msgid)
+            if existing is not None:
+                return existing, False
+            seq = _next_seq(conn, s.users, s.users.c.uid, to_uid, s.users.c.inbox_seq)
+            if seq is None:
+                return None
+            message_id = conn.execute(
+                insert(s.messages)
+                .values(
+                    msgid=msgid,
+                    sender=sender,
+                    sender_res=sender_res,
+                    to_uid=to_uid,
+                    kind=kind,
+                    body=body,
+                    client_time=client_time,
+                    created_at=now,
+                )
+                .returning(m.id)
+            ).scalar_one()
+            conn.execute(insert(s.inbox).values(uid=to_uid, seq=seq, message_id=message_id))
+            return _find(conn, sender, msgid), True
+
+        return self._db.run("messages.send_direct", thd)
+
+    def send_group(
+        self,
+        sender: str,
+        sender_res: str,
+        gid: str,
+        msgid: str,
+        kind: str,
+        body: str,
+        client_time: str,
+        now: int,
+    ) -> "Deferred[tuple[Message, bool] | None]":
+        """Commit a group message under the group's next sequence; see L{send_direct}."""
+
+        def thd(conn: Connection):
+            existing = _find(conn, sender, msgid)
+            if existing is not None:
+                return existing, False
+            seq = _next_seq(conn, s.groups, s.groups.c.gid, gid, s.groups.c.last_seq)
+            if seq is None:
+                return None
+            conn.execute(
+                insert(s.messages).values(
+                    msgid=msgid,
+                    sender=sender,
+                    sender_res=sender_res,
+                    gid=gid,
+                    group_seq=seq,
+                    kind=kind,
+                    body=body,
+                    client_time=client_time,
+                    created_at=now,
+                )
+            )
+            return _find(conn, sender, msgid), True
+
+        return self._db.run("messages.send_group", thd)
+
+    def get(self, sender: str, msgid: str) -> "Deferred[Message | None]":
+        return self._db.run("messages.get", _find, sender, msgid)
+
+    def find_in_group(
+        self, gid: str, msgid: str, sender: str | None = None
+    ) -> "Deferred[Message | None]":
+        """Group C{gid}'s message C{msgid} (C{sender}'s, when given; else the newest)."""
+
+        def thd(conn: Connection) -> Message | None:
+            query = select(*_COLUMNS).where(m.gid == gid, m.msgid == msgid)
+            if sender is not None:
+                query = query.where(m.sender == sender)
+            row = conn.execute(query.order_by(m.group_seq.desc()).limit(1)).first()
+            return None if row is None else _message(row)
+
+        return self._db.run("messages.find_in_group", thd)
+
+    def mark_received(
+        self, uid: str, msgid: str, sender: str | None = None
+    ) -> "Deferred[int]":
+        """
+        C{uid} acknowledged C{msgid} (from C{sender}, when the client says):
+        it leaves C{uid}'s offline messages.  Returns how many inbox rows
+        changed.
+        """
+
+        def thd(conn: Connection) -> int:
+            ids = select(m.id).where(m.msgid == msgid, m.to_uid == uid)
+            if sender is not None:
+                ids = ids.where(m.sender == sender)
+            return conn.execute(
+                update(s.inbox)
+                .where(s.inbox.c.uid == uid, s.inbox.c.received.is_(False))
+                .where(s.inbox.c.message_id.in_(ids))
+                .values(received=True)
+            ).rowcount
+
+        return self._db.run("messages.mark_received", thd)
+
+    def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
+        """C{uid}'s unacknowledged 1:1 messages, oldest first."""
+
+        def thd(conn: Connection) -> list[Message]:
+            rows = conn.execute(
+                select(*_COLUMNS)
+                .join(s.inbox, s.inbox.c.message_id == m.id)
+                .where(s.inbox.c.uid == uid, s.inbox.c.received.is_(False))
+                .order_by(s.inbox.c.seq)
+                .limit(limit)
+            )
+            return [_message(row) for row in rows]
+
+        return self._db.run("messages.offline", thd)
+
+    def mark_received_until(self, uid: str, until: int) -> "Deferred[int]":
+        """Acknowledge every offline message of C{uid} stored at or before C{until} (ms)."""
+
+        def thd(conn: Connection) -> int:
+            ids = select(m.id).where(m.to_uid == uid, m.created_at <= until)
+            return conn.execute(
+                update(s.inbox)
+                .where(s.inbox.c.uid == uid, s.inbox.c.received.is_(False))
+                .where(s.inbox.c.message_id.in_(ids))
+                .values(received=True)
+            ).rowcount
+
+        return self._db.run("messages.mark_received_until", thd)
+
+    def history(
+        self, uid: str, peer: str, since: int, limit: int = 500
+    ) -> "Deferred[list[Message]]":
+        """The 1:1 conversation of C{uid} and C{peer} since C{since} (ms), oldest first."""
+
+        def thd(conn: Connection) -> list[Message]:
+            rows = conn.execute(
+                select(*_COLUMNS)
+                .where(
+                    or_(
+                        and_(m.sender == uid, m.to_uid == peer),
+                        and_(m.sender == peer, m.to_uid == uid),
+                    )
+                )
+                .where(m.created_at >= since)
+                .order_by(m.created_at.desc(), m.id.desc())
+                .limit(limit)
+            )
+            return [_message(row) for row in rows][::-1]
+
+        return self._db.run("messages.history", thd)
+
+    def group_offline(
+        self, uid: str, gid: str | None = None, limit: int = 500
+    ) -> "Deferred[list[Message]]":
+        """
+        Others' group messages past C{uid}'s cursor, in each of its groups
+        (or in C{gid}), oldest first per group.
+        """
+
+        def thd(conn: Connection) -> list[Message]:
+            gm = s.group_members.c
+            query = (
+                select(*_COLUMNS)
+                .join(s.group_members, and_(gm.gid == m.gid, gm.uid == uid))
+                .where(m.group_seq > gm.synced_seq, m.sender != uid)
+                .order_by(m.gid, m.group_seq)
+                .limit(limit)
+            )
+            if gid is not None:
+                query = query.where(m.gid == gid)
+            return [_message(row) for row in conn.execute(query)]
+
+        return self._db.run("messages.group_offline", thd)
+
+    def group_synced(
+        self, uid: str, gid: str, seq: int | None = None, until: int | None = None
+    ) -> "Deferred[int]":
+        """
+        Move C{uid}'s cursor in C{gid} forward to C{seq}, or to the last
+        message stored at or before C{until} (ms).  Never moves it back.
+        Returns the cursor.
+        """
+
+        def thd(conn: Connection) -> int:
+            target = seq
+            if target is None:
+                target = conn.execute(
+                    select(m.group_seq)
+                    .where(m.gid == gid, m.created_at <= until)
+                    .order_by(m.group_seq.desc())
+                    .limit(1)
+                ).scalar()
+            gm = s.group_members.c
+            if target is not None:
+                conn.execute(
+                    update(s.group_members)
+                    .where(gm.gid == gid, gm.uid == uid, gm.synced_seq < target)
+                    .values(synced_seq=target)
+                )
+            return conn.execute(
+                select(gm.synced_seq).where(gm.gid == gid, gm.uid == uid)
+            ).scalar() or 0
+
+        return self._db.run("messages.group_synced", thd)
+
+    def group_history(self, gid: str, since: int, limit: int = 500) -> "Deferred[list[Message]]":
+        def thd(conn: Connection) -> list[Message]:
+            rows = conn.execute(
+                select(*_COLUMNS)
+                .where(m.gid == gid, m.created_at >= since)
+                .order_by(m.group_seq.desc())
+                .limit(limit)
+            )
+            return [_message(row) for row in rows][::-1]
+
+        return self._db.run("messages.group_history", thd)
+
+    def recall(self, message_id: int, now: int) -> "Deferred[bool]":
+        """Mark a message recalled; False when it already was."""
+
+        def thd(conn: Connection) -> bool:
+            return conn.execute(
+                update(s.messages)
+                .where(m.id == message_id, m.recalled_at.is_(None))
+                .values(recalled_at=now)
+            ).rowcount == 1
+
+        return self._db.run("messages.recall", thd)
+
+    def add_receipt(self, message_id: int, uid: str, kind: str, now: int) -> "Deferred[bool]":
+        """Record C{uid}'s C{kind} receipt; False when it was already recorded."""
+
+        def thd(conn: Connection) -> bool:
+            r = s.receipts.c
+            if conn.execute(
+                select(r.at).where(r.message_id == message_id, r.uid == uid, r.kind == kind)
+            ).first():
+                return False
+            conn.execute(
+                insert(s.receipts).values(message_id=message_id, uid=uid, kind=kind, at=now)
+            )
+            return True
+
+        return self._db.run("messages.add_receipt", thd)
