@@ -146,3 +146,60 @@ class ServerTestMixin:
         code, body, _ = yield self.http(server, "POST", "/auth/login", {"uid": uid, "password": password})
         self.assertEqual(code, 200, body)
         returnValue(body["token"])
+
+
+def repo_root() -> str:
+    """The source tree: what a child process needs on PYTHONPATH to import imd."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env(**variables: str) -> dict:
+    """
+    The environment for an imd child process: ours without any IMD_
+    variable (a developer's own settings must not leak into a test), the
+    source tree on PYTHONPATH, cheap password hashing, and C{variables}.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMD_")}
+    env["PYTHONPATH"] = repo_root()
+    env["IMD_AUTH_HASH_TIME_COST"] = "1"
+    env["IMD_AUTH_HASH_MEMORY_KIB"] = "1024"
+    env.update(variables)
+    return env
+
+
+def free_port() -> int:
+    """
+    A loopback TCP port nothing listens on right now, for a child process
+    that cannot report the port 0 gave it.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LongConnTestMixin(ServerTestMixin):
+    """Servers with the long connection on, and clients of it."""
+
+    def start_server(self, **sections: dict) -> Server:
+        sections.setdefault("longconn", {"endpoint": "tcp:0:interface=127.0.0.1"})
+        return ServerTestMixin.start_server(self, **sections)
+
+    @inlineCallbacks
+    def connect(self, server: Server):
+        from imd.client import connect
+
+        host, port = server.address("longconn")
+        client = yield connect(reactor, host, port)
+        self.addCleanup(client.close)
+        returnValue(client)
+
+    @inlineCallbacks
+    def user(self, server: Server, uid: str, password: str = "secret1", res: str = "default", register: bool = True):
+        """A registered, authenticated client of C{uid}."""
+        if register:
+            yield server.accounts.register(uid, password)
+        client = yield self.connect(server)
+        yield client.auth(uid, password=password, res=res)
+        returnValue(client)
