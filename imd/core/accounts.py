@@ -28,8 +28,10 @@ from imd.errors import (
 
 log = Logger()
 
-UID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,50}$")
-TELEPHONE_RE = re.compile(r"^\+?[0-9]{5,20}$")
+# \A and \Z, not ^ and $: "$" also matches before a trailing newline, which
+# let "alice\n" through as a user id.
+UID_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,50}\Z")
+TELEPHONE_RE = re.compile(r"\A\+?[0-9]{5,20}\Z")
 MIN_PASSWORD, MAX_PASSWORD = 6, 128
 # A token's expiry is pushed forward at most this often (ms), so a busy
 # connection does not write its token row on every frame.
@@ -214,7 +216,13 @@ class AccountService:
         )
         if not stored:
             raise RateLimited(f"a code was sent less than {self._sms.resend_interval} s ago")
-        yield self._gateway.send(telephone, code)
+        try:
+            yield self._gateway.send(telephone, code)
+        except Exception:
+            # Nobody received this code: it must not hold back the retry
+            # with RateLimited, nor stay guessable.
+            yield self._codes.delete(telephone)
+            raise
 
     @inlineCallbacks
     def verify_sms_code(self, telephone: str, code: Any):

@@ -1,0 +1,170 @@
+"""``python -m imd``, run as the administrator runs it: a child process."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from imd.config import AuthConfig, SmsConfig
+from imd.core.accounts import AccountService
+from imd.core.sms import NoGateway
+from imd.errors import BadCredentials, InvalidToken
+from imd.store.migrate import head_revision
+from imd.store.store import Store
+from tests.support import PostgresBackend, SQLiteBackend, child_env
+
+
+class CliMixin:
+    def setUp(self):
+        self.url = self.database_url()
+        self.cwd = os.path.abspath(self.mktemp())
+        os.makedirs(self.cwd)
+
+    @inlineCallbacks
+    def imd(self, *args: str, **env: str):
+        """Run C{python -m imd ARGS}: (exit code, stdout, stderr) as text."""
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable,
+            ("-m", "imd", *args),
+            env=child_env(**{"IMD_DATABASE_URL": self.url, **env}),
+            path=self.cwd,
+            reactor=reactor,
+        )
+        returnValue((code, out.decode(), err.decode()))
+
+    @inlineCallbacks
+    def ok(self, *args: str):
+        code, out, err = yield self.imd(*args)
+        self.assertEqual(code, 0, f"python -m imd {' '.join(args)}: {out}{err}")
+        returnValue(out)
+
+    def assertOneLineError(self, err: str, *fragments: str) -> None:
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, err)
+        self.assertTrue(lines[0].startswith("imd: "), err)
+        for fragment in fragments:
+            self.assertIn(fragment, lines[0])
+
+    def accounts(self) -> AccountService:
+        """An AccountService on the database the commands use."""
+        store = Store(self.url, reactor=reactor)
+        store.start()
+        self.addCleanup(store.stop)
+        return AccountService(
+            store,
+            AuthConfig(hash_time_cost=1, hash_memory_kib=1024),
+            SmsConfig(),
+            NoGateway(),
+            reactor,
+        )
+
+    @inlineCallbacks
+    def test_user_add_and_list(self):
+        out = yield self.ok("user", "add", "alice", "--password", "secret1",
+                            "--telephone", "13800000000", "--name", "Alice")
+        self.assertEqual(out, "created alice\n")
+        yield self.ok("user", "add", "bob", "--password", "secret1")
+        out = yield self.ok("user", "list")
+        self.assertEqual(out.splitlines(), ["alice\t13800000000\tAlice", "bob\t-\t"])
+
+    @inlineCallbacks
+    def test_added_user_logs_in(self):
+        yield self.ok("user", "add", "alice", "--password", "secret1")
+        session = yield self.accounts().login("alice", "secret1")
+        self.assertEqual(session.uid, "alice")
+
+    @inlineCallbacks
+    def test_list_empty(self):
+        out = yield self.ok("user", "list")
+        self.assertEqual(out, "")
+
+    @inlineCallbacks
+    def test_duplicate_user(self):
+        yield self.ok("user", "add", "alice", "--password", "secret1")
+        code, out, err = yield self.imd("user", "add", "alice", "--password", "secret2")
+        self.assertEqual(code, 1, out + err)
+        self.assertOneLineError(err, "alice", "already exists")
+        out = yield self.ok("user", "list")
+        self.assertEqual(out.splitlines(), ["alice\t-\t"])
+
+    @inlineCallbacks
+    def test_invalid_uid(self):
+        for uid in ("has space", "x" * 51, "ünï"):
+            code, out, err = yield self.imd("user", "add", uid, "--password", "secret1")
+            self.assertEqual(code, 1, out + err)
+            self.assertOneLineError(err, "uid")
+        out = yield self.ok("user", "list")
+        self.assertEqual(out, "")
+
+    @inlineCallbacks
+    def test_short_password(self):
+        code, out, err = yield self.imd("user", "add", "alice", "--password", "short")
+        self.assertEqual(code, 1, out + err)
+        self.assertOneLineError(err, "password")
+
+    @inlineCallbacks
+    def test_user_passwd(self):
+        yield self.ok("user", "add", "alice", "--password", "secret1")
+        accounts = self.accounts()
+        session = yield accounts.login("alice", "secret1")
+        out = yield self.ok("user", "passwd", "alice", "--password", "newsecret")
+        self.assertIn("alice", out)
+        yield self.assertFailure(accounts.login("alice", "secret1"), BadCredentials)
+        renewed = yield accounts.login("alice", "newsecret")
+        self.assertEqual(renewed.uid, "alice")
+        # An administrative reset logs the user out everywhere.
+        yield self.assertFailure(accounts.authenticate(session.token), InvalidToken)
+
+    @inlineCallbacks
+    def test_passwd_unknown_user(self):
+        code, out, err = yield self.imd("user", "passwd", "nobody", "--password", "newsecret")
+        self.assertEqual(code, 1, out + err)
+        self.assertOneLineError(err, "nobody")
+
+    @inlineCallbacks
+    def test_db_upgrade_and_current(self):
+        head = head_revision()
+        self.assertEqual(head, "0001")
+        out = yield self.ok("db", "current")
+        self.assertEqual(out, "(empty database)\n")
+        out = yield self.ok("db", "upgrade")
+        self.assertEqual(out, head + "\n")
+        out = yield self.ok("db", "current")
+        self.assertEqual(out, head + "\n")
+        # Upgrading a database that is at the head changes nothing.
+        out = yield self.ok("db", "upgrade")
+        self.assertEqual(out, head + "\n")
+
+    @inlineCallbacks
+    def test_bad_database_url(self):
+        for args in (("db", "current"), ("user", "list")):
+            code, out, err = yield self.imd(*args, IMD_DATABASE_URL="mysql://localhost/imd")
+            self.assertEqual(code, 2, out + err)
+            self.assertOneLineError(err, "config error", "database.url", "IMD_DATABASE_URL")
+
+    @inlineCallbacks
+    def test_missing_config_file(self):
+        code, out, err = yield self.imd("--config", "no-such.toml", "user", "list")
+        self.assertEqual(code, 2, out + err)
+        self.assertOneLineError(err, "config error", "no-such.toml")
+
+    @inlineCallbacks
+    def test_config_file(self):
+        with open(os.path.join(self.cwd, "imd.toml"), "w") as f:
+            f.write("[auth]\nhash_time_cost = 1\nhash_memory_kib = 1024\n")
+        yield self.ok("--config", "imd.toml", "user", "add", "alice", "--password", "secret1")
+        out = yield self.ok("--config", "imd.toml", "user", "list")
+        self.assertEqual(out.splitlines(), ["alice\t-\t"])
+
+
+class SQLiteCliTests(CliMixin, SQLiteBackend, unittest.TestCase):
+    pass
+
+
+class PostgresCliTests(CliMixin, PostgresBackend, unittest.TestCase):
+    pass
