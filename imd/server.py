@@ -24,7 +24,11 @@ TOKEN_PURGE_INTERVAL = 3600
 
 
 class StoreService(Service):
-    """Migrates (when told to) and opens the store before anything listens."""
+    """
+    Migrates (when told to) before anything listens, and starts the
+    store's threads only once every listener has bound: a server that
+    cannot listen then exits instead of hanging on threads it started.
+    """
 
     def __init__(self, store: Any, migrate: bool) -> None:
         self.setName("store")
@@ -38,12 +42,10 @@ class StoreService(Service):
                 self.store.migrate()
             except Exception as e:
                 raise SystemExit(f"imd: cannot migrate the database: {e}") from None
-        self.store.start()
 
     def startService(self) -> None:
-        if not self.store.db.running:
-            self.privilegedStartService()
         super().startService()
+        self.store.start()
 
     def stopService(self) -> None:
         super().stopService()
@@ -119,6 +121,18 @@ class Server:
         return MessageService(
             self.store, self.hub, self.config.messages, self.reactor, self.metrics
         )
+
+    @cached_property
+    def profiles(self):
+        from imd.core.profiles import ProfileService
+
+        return ProfileService(self.store, self.reactor)
+
+    @cached_property
+    def directory(self):
+        from imd.core.directory import DirectoryService
+
+        return DirectoryService(self.store)
 
     @cached_property
     def http_app(self):

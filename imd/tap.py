@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from twisted.application.service import MultiService
 from twisted.python import usage
 
 from imd.config import Config, ConfigError
@@ -31,27 +30,7 @@ class Options(usage.Options):
             raise SystemExit(f"imd: config error: {e}")
 
 
-class _ServerService(MultiService):
-    """The server's service tree, for a process that must exit when it cannot start."""
-
-    def __init__(self, server) -> None:
-        super().__init__()
-        self.server = server
-        server.make_service().setServiceParent(self)
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except BaseException:
-            # The store starts its thread pool before the listeners bind.
-            # Those threads are not daemons: left running after a failed
-            # listen, they keep the interpreter from exiting, and twistd
-            # hangs after printing the error instead of exiting with it.
-            self.server.store.stop()
-            raise
-
-
 def makeService(options: Options):
     from imd.server import Server
 
-    return _ServerService(Server(options.imd_config))
+    return Server(options.imd_config).make_service()

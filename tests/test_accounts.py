@@ -219,7 +219,10 @@ class AccountsMixin:
     @inlineCallbacks
     def test_disabled_user_cannot_log_in(self):
         yield self.accounts.register("alice", "secret1", telephone=TEL)
+        session = yield self.accounts.login("alice", "secret1")
         self.disable("alice")
+        # Tokens it had stop working too.
+        yield self.assertFailure(self.accounts.authenticate(session.token), InvalidToken)
         yield self.assertFailure(self.accounts.login("alice", "secret1"), BadCredentials)
         yield self.accounts.request_sms_code(TEL)
         yield self.assertFailure(

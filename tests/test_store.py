@@ -202,7 +202,7 @@ class TokenStoreMixin(StoreMixin):
     def test_add_get(self):
         store = yield self.make_store_with_users("alice")
         yield store.tokens.add("t1", "alice", NOW, NOW + 1000)
-        self.assertEqual((yield store.tokens.get("t1")), TokenRow("alice", NOW, NOW + 1000))
+        self.assertEqual((yield store.tokens.get("t1")), TokenRow("alice", NOW, NOW + 1000, False))
         self.assertIsNone((yield store.tokens.get("t2")))
 
     @inlineCallbacks

@@ -165,7 +165,7 @@ class AccountService:
         hashed = token_hash(token)
         row = yield self._tokens.get(hashed)
         now = self._now()
-        if row is None or row.expires_at <= now:
+        if row is None or row.expires_at <= now or row.disabled:
             raise InvalidToken()
         renewed = now + self._auth.token_ttl * 1000
         if renewed - row.expires_at >= EXTEND_EVERY_MS:

@@ -123,6 +123,8 @@ class TokenRow:
     uid: str
     created_at: int
     expires_at: int
+    # The owner's account is disabled: the token no longer counts.
+    disabled: bool
 
 
 class TokenStore:
@@ -142,9 +144,11 @@ class TokenStore:
     def get(self, token_hash: str) -> "Deferred[TokenRow | None]":
         def thd(conn: Connection) -> TokenRow | None:
             row = conn.execute(
-                select(s.tokens.c.uid, s.tokens.c.created_at, s.tokens.c.expires_at).where(
-                    s.tokens.c.token_hash == token_hash
+                select(
+                    s.tokens.c.uid, s.tokens.c.created_at, s.tokens.c.expires_at, s.users.c.disabled
                 )
+                .join(s.users, s.users.c.uid == s.tokens.c.uid)
+                .where(s.tokens.c.token_hash == token_hash)
             ).first()
             return None if row is None else TokenRow(**row._mapping)
 
