@@ -6,8 +6,10 @@ from typing import Any
 
 from imd.store import migrate
 from imd.store.database import Database, Observer
+from imd.store.directory import DirectoryStore
 from imd.store.groups import GroupStore
 from imd.store.messages import MessageStore
+from imd.store.profiles import ProfileStore
 from imd.store.roster import RosterStore
 from imd.store.users import SmsCodeStore, TokenStore, UserStore
 
@@ -27,6 +29,8 @@ class Store:
         self.roster = RosterStore(self.db)
         self.groups = GroupStore(self.db)
         self.messages = MessageStore(self.db)
+        self.profiles = ProfileStore(self.db)
+        self.directory = DirectoryStore(self.db)
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision. Blocking."""

@@ -10,7 +10,6 @@ them.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
@@ -26,6 +25,7 @@ from imd.core.groups import invite_data
 from imd.core.roster import request_data
 from imd.errors import IMError, InvalidField
 from imd.hub.interfaces import Event, ISession
+from imd.wiretime import format_time
 
 log = Logger()
 
@@ -34,11 +34,6 @@ log = Logger()
 MAX_QUEUED = 64
 # How often a live connection re-checks (and so extends) its token.
 TOKEN_CHECK_SECONDS = 60
-
-
-def format_time(ms: int) -> str:
-    """Seed 001's time form, in the server's local time zone."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 @implementer(ISession)

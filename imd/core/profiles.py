@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.test_qid -*-
+"""Signs, avatars and profiles: anyone signed in may read, only the owner writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks, returnValue
+
+from imd.core import fields
+from imd.errors import Forbidden, NotFound
+from imd.store.profiles import PROFILE_FIELDS
+
+LIMITS = {
+    "sex": 8,
+    "age": 8,
+    "birthday": 32,
+    "telephone": 32,
+    "cellphone": 32,
+    "email": 255,
+    "address": 500,
+    "zipcode": 16,
+    "position": 100,
+}
+
+
+class ProfileService:
+    def __init__(self, store: Any, clock: Any) -> None:
+        self._profiles = store.profiles
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def set_sign(self, uid: str, sign: Any):
+        return self._profiles.set_user_fields(
+            uid, self._now(), sign=fields.text("sign", sign, 500, required=False)
+        )
+
+    def set_avatar(self, uid: str, avatar: Any):
+        return self._profiles.set_user_fields(
+            uid, self._now(), avatar=fields.text("avatar", avatar, 500, required=False)
+        )
+
+    @inlineCallbacks
+    def get(self, uid: str):
+        profile = yield self._profiles.get(fields.uid("uname", uid))
+        if profile is None:
+            raise NotFound(f"no user {uid}")
+        returnValue(profile)
+
+    @inlineCallbacks
+    def set(self, uid: str, values: dict[str, Any]):
+        """
+        Set C{uid}'s profile from C{values}: the seed's fields, an optional
+        C{uname} that must be C{uid}, and C{name} (the display name).
+        """
+        uname = values.get("uname")
+        if uname not in (None, "", uid):
+            raise Forbidden("you can only change your own profile")
+        changes = {
+            key: fields.text(key, values[key], LIMITS[key], required=False)
+            for key in PROFILE_FIELDS
+            if key in values
+        }
+        if changes:
+            yield self._profiles.set(uid, changes, self._now())
+        if "name" in values:
+            yield self._profiles.set_user_fields(
+                uid, self._now(), name=fields.text("name", values["name"], 100, required=False)
+            )

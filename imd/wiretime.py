@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.test_qid -*-
+"""
+Seed 001's time strings ("2015-01-30 12:23:00"), in the server's local
+time zone, to and from the store's milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from imd.errors import InvalidField
+
+_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def format_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def parse_time(name: str, value: Any) -> int:
+    """
+    Milliseconds from a time string in one of the seed's forms, or from a
+    number of milliseconds.  A string names the start of its second (or
+    minute), so a cursor set from it never passes a message the client has
+    not seen in that second.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        for fmt in _FORMATS:
+            try:
+                parsed = datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+            return int(parsed.timestamp() * 1000)
+    raise InvalidField(f'{name} must be a time like "2015-02-03 16:14:00" or milliseconds')
