@@ -205,7 +205,9 @@ class LongConnClient(Protocol):
     def ack_push(self, msgtype: int, msgid: str) -> None:
         self.send_frame(IM_MESSAGE_ACK, {"type": msgtype, "msgid": msgid})
 
-    def presence(self, type: str = "online", show: str = "online", **extra: Any) -> Deferred:
+    def presence(self, type: str = "online", show: str | None = None, **extra: Any) -> Deferred:
+        if show is None:
+            show = "offline" if type == "leave" else "online"
         return self.request(IM_PRESENCE, {"type": type, "show": show, **extra})
 
     def add_friend(self, to: str, msg: str = "") -> Deferred:

@@ -549,3 +549,64 @@ class SQLiteLongConnTests(_All, SQLiteBackend, unittest.TestCase):
 
 class PostgresLongConnTests(_All, PostgresBackend, unittest.TestCase):
     pass
+
+
+class EdgeCaseTests(LongConnTestMixin, SQLiteBackend, unittest.TestCase):
+    @inlineCallbacks
+    def test_reused_msgid_for_another_message_is_a_conflict(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield server.accounts.register("bob", "secret1")
+        yield alice.send_message("bob", "one", msgid="m1")
+        err = yield self.assertFailure(alice.send_message("bob", "two", msgid="m1"), ServerError)
+        self.assertEqual(err.code, "conflict")
+
+    @inlineCallbacks
+    def test_trailing_newline_in_ids(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield server.accounts.register("bob", "secret1")
+        yield self.assertFailure(alice.send_message("bob\n", "x"), ServerError)
+        yield self.assertFailure(alice.send_message("bob", "x", msgid="m1\n"), ServerError)
+
+    @inlineCallbacks
+    def test_second_auth_and_foreign_token(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        err = yield self.assertFailure(alice.auth("alice", password="secret1"), ServerError)
+        self.assertIn("already authenticated", err.ack["err"])
+        yield server.accounts.register("bob", "secret1")
+        bob_token = yield self.login(server, "bob", "secret1")
+        client = yield self.connect(server)
+        err = yield self.assertFailure(client.auth("alice", token=bob_token), ServerError)
+        self.assertEqual(err.code, "invalid_token")
+
+    @inlineCallbacks
+    def test_internal_error_still_acknowledged(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the database fell over")
+
+        self.patch(server.messages, "send", broken)
+        err = yield self.assertFailure(alice.send_message("bob", "x", msgid="m1"), ServerError)
+        self.assertEqual(err.code, "internal_error")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        yield alice.ping()
+
+    @inlineCallbacks
+    def test_group_ack_needs_seq(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        group = yield server.groups.create("alice", "g")
+        alice.send_frame(T.IM_MESSAGE_ACK, {"type": T.IM_MESSAGE, "msgid": "x", "gid": group.gid})
+        _, ack = yield alice.expect(T.IM_MESSAGE_ACK)
+        self.assertIn("seq", ack["err"])
+
+    @inlineCallbacks
+    def test_online_cannot_claim_offline(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield self.assertFailure(alice.presence("online", "offline"), ServerError)
+        yield alice.presence("leave")

@@ -8,8 +8,9 @@ from typing import Any
 
 from imd.errors import InvalidField
 
-_UID = re.compile(r"^[A-Za-z0-9_.@-]{1,50}$")
-_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+# \A and \Z: "$" would also match before a trailing newline.
+_UID = re.compile(r"\A[A-Za-z0-9_.@-]{1,50}\Z")
+_ID = re.compile(r"\A[A-Za-z0-9_.:@-]{1,64}\Z")
 
 
 def text(name: str, value: Any, max_length: int, required: bool = True, default: str = "") -> str:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from imd.config import MessagesConfig
 from imd.core import events, fields
-from imd.errors import Forbidden, InvalidField, NotFound
+from imd.errors import Conflict, Forbidden, InvalidField, NotFound
 from imd.hub.interfaces import Event
 from imd.store.messages import Message
 
@@ -43,6 +43,12 @@ def message_data(message: Message) -> dict[str, Any]:
     else:
         data["to"] = message.to_uid
     return data
+
+
+def _same_message(message: Message, created: bool, body: str, to: str | None = None, gid: str | None = None) -> None:
+    """A resent msgid must be the same message, or the client has a bug worth telling."""
+    if not created and (message.body != body or message.to_uid != to or message.gid != gid):
+        raise Conflict(f"msgid {message.msgid} was already used for another message")
 
 
 class MessageService:
@@ -96,6 +102,7 @@ class MessageService:
             if result is None:
                 raise NotFound(f"no group {gid}")
             message, created = result
+            _same_message(message, created, body, gid=gid)
             if created:
                 recipients = yield self._groups.member_ids(gid)
                 self._delivered(message, [uid for uid in recipients if uid != sender], origin)
@@ -111,6 +118,7 @@ class MessageService:
             if result is None:
                 raise NotFound(f"no user {to}")
             message, created = result
+            _same_message(message, created, body, to=to)
             if created:
                 self._delivered(message, [to] if to != sender else [], origin)
         returnValue(message)

@@ -21,11 +21,13 @@ SHOWS = ("online", "chat", "dnd", "away", "xa")
 TYPES = ("online", "update", "leave", "ack")
 
 
-def check_show(show: Any, default: str = "online") -> str:
+def check_show(show: Any, default: str = "online", offline: bool = False) -> str:
+    """C{offline}: whether "offline" is a state this request may announce."""
     if show is None or show == "":
         return default
-    if show not in SHOWS and show != "offline":
-        raise InvalidField(f"show must be one of {', '.join(SHOWS + ('offline',))}")
+    allowed = SHOWS + ("offline",) if offline else SHOWS
+    if show not in allowed:
+        raise InvalidField(f"show must be one of {', '.join(allowed)}")
     return show
 
 
@@ -61,7 +63,7 @@ class PresenceService:
         """A change of show state ("update"), or going invisible ("leave")."""
         if type not in ("update", "leave"):
             raise InvalidField(f"type must be one of {', '.join(TYPES)}")
-        show = check_show(show, default="offline" if type == "leave" else "online")
+        show = check_show(show, default="offline" if type == "leave" else "online", offline=type == "leave")
         session.show = None if type == "leave" else show
         friends = yield self._roster.friend_ids(session.uid)
         self._hub.deliver(friends, Event(events.PRESENCE, self._data(session, type, show)))

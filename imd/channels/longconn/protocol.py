@@ -23,7 +23,7 @@ from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body,
 from imd.core import events, fields
 from imd.core.groups import invite_data
 from imd.core.roster import request_data
-from imd.errors import IMError, InvalidField
+from imd.errors import IMError, InvalidField, InvalidToken
 from imd.hub.interfaces import Event, ISession
 from imd.wiretime import format_time
 
@@ -177,6 +177,9 @@ class LongConnProtocol(Protocol, TimeoutMixin):
                 return
             yield self._auth(body)
             return
+        if msgtype == T.IM_AUTH:
+            self._error(msgtype, msgid, InvalidField(f"already authenticated as {self.session.uid}"))
+            return
         handler: Callable | None = self._handlers.get(msgtype)
         if handler is None:
             self._error(msgtype, msgid, InvalidField(f"unknown MsgType {msgtype}"))
@@ -188,6 +191,11 @@ class LongConnProtocol(Protocol, TimeoutMixin):
             result = yield handler(self, body)
         except IMError as e:
             self._error(msgtype, msgid, e)
+            return
+        except Exception:
+            # Still exactly one answer: the client must not wait forever.
+            log.failure("long connection: MsgType {msgtype} from {uid}", msgtype=msgtype, uid=self.session.uid if self.session else None)
+            self._error(msgtype, msgid, IMError("internal error; try again"))
             return
         if msgtype not in (T.IM_MESSAGE_ACK, T.IM_PING) and (msgid or result is not None):
             self.ack(msgtype, msgid, **(result or {}))
@@ -202,7 +210,7 @@ class LongConnProtocol(Protocol, TimeoutMixin):
             if body.get("token"):
                 owner = yield accounts.authenticate(body["token"])
                 if owner != uid:
-                    raise InvalidField("the token belongs to another user")
+                    raise InvalidToken("the token belongs to another user")
                 token, expires_in = body["token"], self.server.config.auth.token_ttl
             else:
                 login = yield accounts.login(uid, body.get("password"))
@@ -269,8 +277,11 @@ class LongConnProtocol(Protocol, TimeoutMixin):
     @inlineCallbacks
     def _ack_group(self, body: dict):
         seq = body.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            yield self.server.messages.group_synced(self.session.uid, body["gid"], seq=seq)
+        if isinstance(seq, str) and seq.isdigit():
+            seq = int(seq)
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise InvalidField("a group message is acknowledged with its gid and seq")
+        yield self.server.messages.group_synced(self.session.uid, body["gid"], seq=seq)
 
     @inlineCallbacks
     def _on_message(self, body: dict):
