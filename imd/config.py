@@ -103,6 +103,8 @@ class SocketConfig:
     endpoint: str = key("tcp:8282:interface=127.0.0.1", _endpoint)
     encrypt: bool = key(True)
     aes_key: str = key("2108a4c486350f3a", _aes_key)
+    max_frame: int = key(65_535, _positive, "largest frame body, in bytes")
+    idle_timeout: int = key(180, _positive)
 
 
 @dataclass(frozen=True)

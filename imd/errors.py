@@ -100,3 +100,21 @@ class Unavailable(IMError):
 
     code = "unavailable"
     status = 503
+
+
+class BadSignature(Unauthenticated):
+    """The request's sign does not match its data."""
+
+    code = "bad_sign"
+
+
+class StaleRequest(Unauthenticated):
+    """The request's _t is too far from the server's clock."""
+
+    code = "stale_request"
+
+
+class ReplayedRequest(Unauthenticated):
+    """This request (its sign) was already received."""
+
+    code = "replayed_request"

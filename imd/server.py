@@ -141,22 +141,24 @@ class Server:
         return make_app(self)
 
     def make_service(self) -> MultiService:
+        from imd.channels.longconn.protocol import LongConnFactory
+        from imd.channels.socket.protocol import SocketFactory
+        from imd.http.app import JsonRoot
+
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
-            from imd.http.app import JsonRoot
-
             site = Site(JsonRoot(self.http_app))
             site.displayTracebacks = False
             ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
-        if self.config.longconn.endpoint:
-            from imd.channels.longconn.protocol import LongConnFactory
-
-            # Presence listens to the hub from the start, before any session.
-            self.presence
-            ListenerService(
-                "longconn", self.config.longconn.endpoint, LongConnFactory(self), self.reactor
-            ).setServiceParent(top)
+        # Presence listens to the hub from the start, before any session.
+        self.presence
+        for name, endpoint, factory in (
+            ("longconn", self.config.longconn.endpoint, LongConnFactory),
+            ("socket", self.config.socket.endpoint, SocketFactory),
+        ):
+            if endpoint:
+                ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
         purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)
         purge.clock = self.reactor
         purge.setServiceParent(top)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from imd.core.passwords import PasswordHasher
 from imd.errors import (
     BadCredentials,
     BadSmsCode,
+    Conflict,
     InvalidField,
     InvalidToken,
     NotFound,
@@ -108,6 +110,23 @@ class AccountService:
             password_hash = yield self.hasher.hash(check_password(password))
         user = yield self._users.create(uid, password_hash, self._now(), telephone, name)
         log.info("account {uid} created", uid=uid)
+        returnValue(user)
+
+    @inlineCallbacks
+    def register_by_telephone(self, telephone: Any, password: Any, sms_code: Any = None):
+        """
+        Seed 004's registration: the user id is made up (32 hex digits, as
+        the seed's examples show) and the telephone proves itself with an
+        SMS code when C{[sms] required}.
+        """
+        check_telephone(telephone)
+        check_password(password)
+        if self._sms.required or sms_code is not None:
+            yield self.verify_sms_code(telephone, sms_code)
+        existing = yield self._users.get_by_telephone(telephone)
+        if existing is not None:
+            raise Conflict(f"telephone {telephone} is already registered")
+        user = yield self.register(uuid.uuid4().hex.upper(), password, telephone=telephone)
         returnValue(user)
 
     @inlineCallbacks

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import uuid
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks, returnValue
@@ -16,6 +18,7 @@ from imd.store.groups import Group, GroupInvite, Member
 
 log = Logger()
 PRIVATE, PUBLIC = 1, 2
+MAX_INVITES = 200
 
 
 def invite_data(invite: GroupInvite) -> dict[str, Any]:
@@ -106,6 +109,43 @@ class GroupService:
         if created:
             self._hub.deliver([to], Event(events.GROUP_INVITE, invite_data(invite)))
         returnValue(invite)
+
+    @inlineCallbacks
+    def invite_many(self, uid: str, gid: Any, friends: Any, origin: Any = None):
+        """
+        Seed 004's addGroup: invite every user of C{friends} (a list, or a
+        JSON string of one).  All are checked before anyone is invited.
+        """
+        if isinstance(friends, str):
+            try:
+                friends = json.loads(friends)
+            except ValueError:
+                raise InvalidField("friends must be a JSON list of user ids") from None
+        if not isinstance(friends, list) or not friends or len(friends) > MAX_INVITES:
+            raise InvalidField(f"friends must be a list of 1-{MAX_INVITES} user ids")
+        friends = [fields.uid("friends", str(f) if isinstance(f, int) else f) for f in friends]
+        group = yield self._member_group(uid, gid)
+        for friend in friends:
+            user = yield self._users.get(friend)
+            if user is None:
+                raise NotFound(f"no user {friend}")
+        invited = []
+        for friend in dict.fromkeys(friends):
+            member = yield self._groups.is_member(group.gid, friend)
+            if not member:
+                yield self.invite(uid, group.gid, friend, uuid.uuid4().hex, origin)
+                invited.append(friend)
+        returnValue(invited)
+
+    @inlineCallbacks
+    def browse(self, uid: str, gid: Any):
+        """Seed 004's browseMsg: C{uid} has seen its invites to C{gid}; no more pushes."""
+        gid = fields.ident("group_id", gid)
+        seen = yield self._groups.mark_invites_received(uid, gid)
+        if not seen:
+            pending = yield self._groups.pending_invite(uid, gid)
+            if pending is None:
+                raise NotFound(f"no pending invite to group {gid}")
 
     def invite_received(self, uid: str, msgid: Any):
         return self._groups.mark_invite_received(uid, fields.ident("msgid", msgid))

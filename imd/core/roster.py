@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks, returnValue
@@ -96,6 +97,37 @@ class RosterService:
         if created:
             self._hub.deliver([to], Event(events.ROSTER_REQUEST, request_data(request)))
         returnValue(request)
+
+    @inlineCallbacks
+    def request_by_telephone(self, uid: str, mobile: Any, msg: Any = "", origin: Any = None):
+        """Seed 004: ask the user registered with telephone C{mobile}."""
+        if not isinstance(mobile, (str, int)) or isinstance(mobile, bool):
+            raise InvalidField("mobile must be a telephone number")
+        user = yield self._users.get_by_telephone(str(mobile))
+        if user is None:
+            raise NotFound(f"nobody is registered with telephone {mobile}")
+        request = yield self.request(uid, user.uid, uuid.uuid4().hex, msg, origin)
+        returnValue(request)
+
+    @inlineCallbacks
+    def answer_from(self, uid: str, requester: Any, accept: Any, origin: Any = None):
+        """Seed 004: answer the newest pending request from C{requester}."""
+        requester = fields.uid("sender", requester)
+        request = yield self._roster.pending_from(uid, requester)
+        if request is None:
+            raise NotFound(f"no pending friend request from {requester}")
+        result = yield self.answer(uid, requester, request.msgid, accept, None, origin)
+        returnValue(result)
+
+    @inlineCallbacks
+    def browse(self, uid: str, requester: Any):
+        """Seed 004's browseMsg: C{uid} has seen C{requester}'s request; no more pushes."""
+        requester = fields.uid("sender", requester)
+        seen = yield self._roster.mark_received_from(uid, requester)
+        if not seen:
+            pending = yield self._roster.pending_from(uid, requester)
+            if pending is None:
+                raise NotFound(f"no pending friend request from {requester}")
 
     def request_received(self, uid: str, msgid: Any):
         """C{uid}'s client has the request C{msgid}: it is not pushed again."""

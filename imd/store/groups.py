@@ -209,6 +209,19 @@ class GroupStore:
 
         return self._db.run("groups.mark_invite_received", thd)
 
+    def mark_invites_received(self, msgto: str, gid: str) -> "Deferred[int]":
+        """Every pending invite of C{msgto} to C{gid} has been seen."""
+
+        def thd(conn: Connection) -> int:
+            return conn.execute(
+                update(s.group_invites)
+                .where(gi.msgto == msgto, gi.gid == gid, gi.state == PENDING)
+                .where(gi.received.is_(False))
+                .values(received=True)
+            ).rowcount
+
+        return self._db.run("groups.mark_invites_received", thd)
+
     def answer_invite(
         self, invite_id: int, accept: bool, remark: str, now: int
     ) -> "Deferred[bool]":

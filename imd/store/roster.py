@@ -200,6 +200,36 @@ class RosterStore:
 
         return self._db.run("roster.pending_request", thd)
 
+    def pending_from(self, msgto: str, msgfrom: str) -> "Deferred[FriendRequest | None]":
+        """The newest pending request from C{msgfrom} to C{msgto}."""
+
+        def thd(conn: Connection) -> FriendRequest | None:
+            c = s.friend_requests.c
+            return _request(
+                conn.execute(
+                    select(*_REQUEST_COLUMNS)
+                    .where(c.msgto == msgto, c.msgfrom == msgfrom, c.state == PENDING)
+                    .order_by(c.id.desc())
+                    .limit(1)
+                ).first()
+            )
+
+        return self._db.run("roster.pending_from", thd)
+
+    def mark_received_from(self, msgto: str, msgfrom: str) -> "Deferred[int]":
+        """Every pending request from C{msgfrom} to C{msgto} has been seen."""
+
+        def thd(conn: Connection) -> int:
+            c = s.friend_requests.c
+            return conn.execute(
+                update(s.friend_requests)
+                .where(c.msgto == msgto, c.msgfrom == msgfrom, c.state == PENDING)
+                .where(c.received.is_(False))
+                .values(received=True)
+            ).rowcount
+
+        return self._db.run("roster.mark_received_from", thd)
+
     def pending_requests(self, msgto: str, only_unreceived: bool = False) -> "Deferred[list[FriendRequest]]":
         def thd(conn: Connection) -> list[FriendRequest]:
             c = s.friend_requests.c

@@ -1,0 +1,357 @@
+# -*- test-case-name: tests.test_socket -*-
+"""
+Seed 004's binary socket: ``uint16`` big-endian length, then a body of
+``base64(AES-128-ECB(key, json))`` (plain JSON with ``socket.encrypt =
+false``).  The server greets with ``connect`` and a ``client_id``; a
+client ``bind``s to its user with a token before anything else.
+
+Seed 004 has no acknowledgement from the client: a message is taken as
+received once it is written to a bound connection, and what arrived
+while the user was away is written on ``bind``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from typing import Any, Callable
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+from imd.core import events
+from imd.core.groups import invite_data
+from imd.core.messages import message_data
+from imd.core.roster import request_data
+from imd.crypto import CryptoError, decrypt, encrypt
+from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
+from imd.hub.interfaces import Event, ISession
+
+log = Logger()
+HEADER = struct.Struct(">H")
+MAX_QUEUED = 64
+
+
+class FrameTooLarge(Exception):
+    pass
+
+
+class FrameDecoder:
+    """Cuts a byte stream into frame bodies (trailing NULs removed)."""
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        bodies = []
+        while len(self._buffer) >= 2:
+            (length,) = HEADER.unpack_from(self._buffer)
+            if length > self.max_frame:
+                raise FrameTooLarge(f"frame of {length} bytes is over the {self.max_frame} byte limit")
+            if len(self._buffer) < 2 + length:
+                break
+            bodies.append(bytes(self._buffer[2 : 2 + length]).rstrip(b"\x00"))
+            del self._buffer[: 2 + length]
+        return bodies
+
+
+class Codec:
+    """Bodies to and from JSON objects, encrypted or not (``socket.encrypt``)."""
+
+    def __init__(self, key: bytes, encrypted: bool) -> None:
+        self.key = key
+        self.encrypted = encrypted
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        if not body:
+            raise InvalidField("the frame is empty")
+        if self.encrypted:
+            try:
+                body = decrypt(self.key, body)
+            except CryptoError as e:
+                raise InvalidField(str(e)) from None
+        try:
+            obj = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidField("the frame is not JSON (or was encrypted with another key)") from None
+        except RecursionError:
+            raise InvalidField("the frame is nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise InvalidField("the frame must be a JSON object")
+        return obj
+
+    def encode(self, obj: dict[str, Any]) -> bytes:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if self.encrypted:
+            body = encrypt(self.key, body)
+        return HEADER.pack(len(body)) + body
+
+
+@implementer(ISession)
+class SocketSession:
+    channel = "socket"
+
+    def __init__(self, protocol: "SocketProtocol", uid: str) -> None:
+        self.protocol = protocol
+        self.uid = uid
+        # Each connection is its own resource: one user may bind several.
+        self.resource = f"socket-{protocol.client_id}"
+        self.show: str | None = "online"
+
+    def deliver(self, event: Event) -> None:
+        self.protocol.render(event)
+
+    def kick(self, reason: str) -> None:
+        self.protocol.kick(reason)
+
+
+class SocketProtocol(Protocol, TimeoutMixin):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        config = server.config.socket
+        self.decoder = FrameDecoder(config.max_frame)
+        self.codec = Codec(config.aes_key.encode("utf-8"), config.encrypt)
+        self.idle_timeout = config.idle_timeout
+        self.client_id = uuid.uuid4().hex
+        self.session: SocketSession | None = None
+        self._queue: list[bytes] = []
+        self._busy = False
+        self._paused = False
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self.idle_timeout)
+        self.send({"action": "connect", "client_id": self.client_id})
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        try:
+            bodies = self.decoder.feed(data)
+        except FrameTooLarge as e:
+            self.server.metrics.errors.labels("socket", "too_large").inc()
+            self.send({"action": "", "status": "0000", "info": str(e), "code": "too_large"})
+            self._close()
+            return
+        self._queue.extend(bodies)
+        if len(self._queue) >= MAX_QUEUED and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._next()
+
+    def _next(self) -> None:
+        # One frame at a time, so a client's messages keep their order.
+        while self._queue and not self._busy and not self._closing:
+            self._busy = True
+            d = self._handle(self._queue.pop(0))
+            d.addBoth(self._done)
+            if self._busy:
+                return
+        if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _done(self, _: Any) -> None:
+        self._busy = False
+        self._next()
+
+    def timeoutConnection(self) -> None:
+        self._close()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        self._closing = True
+        self._queue.clear()
+        if self.session is not None:
+            self.server.hub.unregister(self.session)
+
+    def send(self, obj: dict[str, Any]) -> None:
+        if not self._closing:
+            self.transport.write(self.codec.encode(obj))
+
+    def reply(self, action: Any, data: Any) -> None:
+        self.send({"action": action, "status": "1111", "data": data})
+
+    def refuse(self, action: Any, error: IMError) -> None:
+        self.server.metrics.errors.labels("socket", error.code).inc()
+        self.send({"action": action if isinstance(action, str) else "", "status": "0000", "info": error.message, "code": error.code})
+
+    def _close(self) -> None:
+        self._closing = True
+        self._queue.clear()
+        self.transport.loseConnection()
+
+    def kick(self, reason: str) -> None:
+        self.send({"action": "kick", "info": reason})
+        self.session = None
+        self._close()
+
+    @inlineCallbacks
+    def _handle(self, body: bytes):
+        action = ""
+        try:
+            request = self.codec.decode(body)
+            action = request.get("action", "")
+            if action == "ping":
+                self.send({"action": "pong"})
+                return
+            handler = self._handlers.get(action) if isinstance(action, str) else None
+            if handler is None:
+                raise InvalidField(f"unknown action {action!r}")
+            if self.session is None and action != "bind":
+                raise Unauthenticated("bind to a user first")
+            data = yield handler(self, request)
+            self.reply(action, data)
+            if action == "bind" and request.get("bindto", "user") == "user":
+                # What waited comes after the reply: the client sees it is
+                # bound before the backlog arrives.
+                yield self._push_pending()
+        except IMError as e:
+            self.refuse(action, e)
+        except Exception:
+            log.failure("binary socket: action {action}", action=action)
+            self.refuse(action, IMError("internal error; try again"))
+
+    def _check_user(self, request: dict) -> None:
+        claimed = request.get("user_id")
+        if claimed not in (None, "") and str(claimed) != self.session.uid:
+            raise Forbidden("user_id is not the bound user")
+
+    @inlineCallbacks
+    def _on_bind(self, request: dict):
+        bindto = request.get("bindto", "user")
+        if bindto == "user":
+            if self.session is not None:
+                raise InvalidField(f"already bound to {self.session.uid}")
+            uid = yield self.server.accounts.authenticate(request.get("token"))
+            claimed = request.get("user_id")
+            if claimed not in (None, "") and str(claimed) != uid:
+                raise Forbidden("user_id is not the token's user")
+            self.session = SocketSession(self, uid)
+            self.server.hub.register(self.session)
+            log.info("{uid} bound on the binary socket", uid=uid)
+            return {"client_id": self.client_id, "user_id": uid}
+        if bindto == "group":
+            if self.session is None:
+                raise Unauthenticated("bind to a user first")
+            self._check_user(request)
+            gid = request.get("group_id") or request.get("to_group_id")
+            yield self.server.groups.answer(self.session.uid, gid, True)
+            return {"group_id": gid}
+        raise InvalidField('bindto must be "user" or "group"')
+
+    @inlineCallbacks
+    def _push_pending(self):
+        uid = self.session.uid
+        messages = self.server.messages
+        for message in (yield messages.offline(uid)):
+            self.render(Event(events.MESSAGE, message_data(message)))
+        for message in (yield messages.group_offline(uid)):
+            self.render(Event(events.MESSAGE, message_data(message)))
+        for request in (yield self.server.roster.pending_requests(uid)):
+            self.render(Event(events.ROSTER_REQUEST, request_data(request)))
+        for invite in (yield self.server.groups.pending_invites(uid)):
+            self.render(Event(events.GROUP_INVITE, invite_data(invite)))
+
+    @inlineCallbacks
+    def _on_sendmsg(self, request: dict):
+        self._check_user(request)
+        sendto = request.get("sendto", "user")
+        kwargs = dict(
+            msgid=request.get("msgid") or uuid.uuid4().hex,
+            body=request.get("content", ""),
+            kind=request.get("kind") or "text",
+            sender_res=self.session.resource,
+            origin=self.session,
+        )
+        if sendto == "user":
+            message = yield self.server.messages.send(self.session.uid, to=_id(request.get("to_user_id")), **kwargs)
+        elif sendto == "group":
+            message = yield self.server.messages.send(self.session.uid, gid=_id(request.get("to_group_id")), **kwargs)
+        else:
+            raise InvalidField('sendto must be "user" or "group"')
+        return {"msgid": message.msgid}
+
+    _handlers: dict[str, Callable] = {"bind": _on_bind, "sendmsg": _on_sendmsg}
+
+    def render(self, event: Event) -> None:
+        renderer = _RENDERERS.get(event.kind)
+        if renderer is None or self.session is None:
+            return
+        self.send(renderer(event.data))
+        if event.kind == events.MESSAGE:
+            self._received(event.data)
+
+    def _received(self, data: dict) -> None:
+        """Written to a bound connection counts as received: seed 004 has no ack."""
+        messages = self.server.messages
+        if "gid" in data:
+            d = messages.acknowledge_group(self.session.uid, data["gid"], data["seq"])
+        else:
+            d = messages.acknowledge(self.session.uid, data["msgid"], data["from"])
+        d.addErrback(lambda f: log.failure("marking {msgid} received", f, msgid=data["msgid"]))
+
+
+def _id(value: Any) -> Any:
+    # Seed 004's ids are often numbers in JSON.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _render_message(data: dict) -> dict:
+    push = {
+        "action": "sendmsg",
+        "from_user_id": data["from"],
+        "msgid": data["msgid"],
+        "content": data["body"],
+        "kind": data["kind"],
+        "time": data["time"] // 1000,
+    }
+    if "gid" in data:
+        push.update(sendto="group", to_group_id=data["gid"])
+    else:
+        push.update(sendto="user", to_user_id=data["to"])
+    return push
+
+
+_RENDERERS: dict[str, Callable[[dict], dict]] = {
+    events.MESSAGE: _render_message,
+    events.ROSTER_REQUEST: lambda d: {
+        "action": "addfriend",
+        "opt": "addMsg",
+        "from_user_id": d["from"],
+        "sender": d["from"],
+        "msg": d["msg"],
+    },
+    events.ROSTER_ANSWER: lambda d: {
+        "action": "addfriend",
+        "opt": "agreeMsg" if d["accept"] else "repulseMsg",
+        "from_user_id": d["from"],
+        "sender": d["from"],
+    },
+    events.GROUP_INVITE: lambda d: {
+        "action": "addGroup",
+        "opt": "addMsg",
+        "from_user_id": d["from"],
+        "sender": d["from"],
+        "group_id": d["gid"],
+        "group_name": d["gname"],
+    },
+    events.RECALL: lambda d: {"action": "recall", "from_user_id": d["from"], "msgid": d["msgid"]},
+}
+
+
+class SocketFactory(Factory):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: Any) -> SocketProtocol:
+        protocol = SocketProtocol(self.server)
+        protocol.factory = self
+        return protocol
