@@ -7,6 +7,10 @@
     user add UID --password PW [--telephone TEL] [--name NAME]
     user passwd UID [--password PW]   (asks when --password is absent)
     user list
+    directory import FILE [--format json|csv]
+                               replace the departments and/or contacts the
+                               file holds (format from .json/.csv by default)
+    directory show             print the directory's versions
 """
 
 from __future__ import annotations
@@ -42,7 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument("uid")
     passwd.add_argument("--password")
     user.add_parser("list", help="list accounts")
+
+    directory = commands.add_parser("directory", help="the enterprise directory").add_subparsers(
+        dest="action", required=True
+    )
+    load = directory.add_parser("import", help="replace the departments and/or contacts a file holds")
+    load.add_argument("file")
+    load.add_argument("--format", choices=("json", "csv"), help="default: from the file's extension")
+    directory.add_parser("show", help="print the directory's versions")
     return parser
+
+
+_FORMATS = {".json": "json", ".csv": "csv"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,8 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "db":
         return _db(config, args)
-    if args.action == "passwd" and args.password is None:
+    if args.command == "user" and args.action == "passwd" and args.password is None:
         args.password = getpass.getpass(f"new password for {args.uid}: ")
+    if args.command == "directory" and args.action == "import":
+        if args.format is None:
+            args.format = _FORMATS.get(os.path.splitext(args.file)[1].lower())
+            if args.format is None:
+                print(f"imd: cannot tell the format of {args.file}: use --format json or csv", file=sys.stderr)
+                return 2
+        try:
+            with open(args.file, "rb") as f:
+                args.data = f.read()
+        except OSError as e:
+            print(f"imd: cannot read {args.file}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return _with_server(config, args)
 
 
@@ -85,7 +112,10 @@ def _with_server(config: Config, args: argparse.Namespace) -> int:
             server.store.migrate()
         server.store.start()
         try:
-            await _user(server.accounts, args)
+            if args.command == "directory":
+                await _directory(server.directory, args)
+            else:
+                await _user(server.accounts, args)
             status.append(0)
         except IMError as e:
             print(f"imd: {e.message}", file=sys.stderr)
@@ -119,3 +149,18 @@ async def _user(accounts, args: argparse.Namespace) -> None:
             if len(page) < 500:
                 break
             after = page[-1].uid
+
+
+async def _directory(directory, args: argparse.Namespace) -> None:
+    from imd.core.directory import KINDS
+
+    if args.action == "import":
+        result = await directory.import_data(args.data, args.format)
+        for kind in KINDS:
+            if kind in result:
+                version, changed = result[kind]
+                print(f"{kind}: version {version}, {changed} row{'' if changed == 1 else 's'} changed")
+    elif args.action == "show":
+        for kind in KINDS:
+            version = await directory.version(kind)
+            print(f"{kind}: version {version}")

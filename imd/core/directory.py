@@ -34,6 +34,23 @@ _REQUIRED = {"departments": ("id", "name"), "contacts": ("uid",)}
 _NULLABLE = {"parent_id", "dept_id"}
 
 
+def _ord(where: str, value: Any) -> int:
+    """A row's sort order: an integer the database's INTEGER column holds."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError
+        number = int(value)
+    except ValueError:
+        raise InvalidField(f"{where}: ord must be an integer") from None
+    if not -(2**31) <= number < 2**31:
+        raise InvalidField(f"{where}: ord must be between {-(2**31)} and {2**31 - 1}")
+    return number
+
+
 def clean_rows(kind: str, rows: Any) -> list[dict[str, Any]]:
     """Check and normalise imported rows of C{kind}; InvalidField names the first bad one."""
     if not isinstance(rows, list):
@@ -52,10 +69,7 @@ def clean_rows(kind: str, rows: Any) -> list[dict[str, Any]]:
             required = name in _REQUIRED[kind]
             value = fields.text(f"{where}: {name}", row.get(name), limit, required=required)
             out[name] = (value or None) if name in _NULLABLE else value
-        try:
-            out["ord"] = int(row.get("ord") or 0)
-        except (TypeError, ValueError):
-            raise InvalidField(f"{where}: ord must be an integer") from None
+        out["ord"] = _ord(where, row.get("ord"))
         if out[key] in keys:
             raise InvalidField(f"{where}: {key} {out[key]} appears twice")
         keys.add(out[key])
@@ -82,17 +96,40 @@ def parse_import(data: bytes, fmt: str) -> dict[str, list[dict]]:
         if not isinstance(doc, dict) or not set(doc) <= set(KINDS) or not doc:
             raise InvalidField('the JSON must be an object with "departments" and/or "contacts"')
         return {kind: clean_rows(kind, doc[kind]) for kind in KINDS if kind in doc}
+    if fmt != "csv":
+        raise InvalidField(f"unknown format {fmt!r}: use json or csv")
+    try:
+        return _parse_csv(text)
+    except csv.Error as e:
+        raise InvalidField(f"the file is not CSV: {e}") from None
+
+
+def _parse_csv(text: str) -> dict[str, list[dict]]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise InvalidField("the CSV file has no header")
-    result: dict[str, list] = {}
+    by_header = "contacts" if "uid" in reader.fieldnames else "departments"
+    if "kind" in reader.fieldnames:
+        allowed = {"kind", "ord"}.union(*_TEXT.values())
+    else:
+        allowed = {"ord"}.union(_TEXT[by_header])
+    unknown = [name for name in reader.fieldnames if name not in allowed]
+    if unknown:
+        raise InvalidField(f"the CSV header has unknown column(s) {', '.join(unknown)}")
+    # Without a kind column the header names the file's one list, so a
+    # file with a header and no rows empties that list, as [] in JSON does.
+    result: dict[str, list] = {} if "kind" in reader.fieldnames else {by_header: []}
     for row in reader:
-        kind = row.pop("kind", None) or ("contacts" if "uid" in reader.fieldnames else "departments")
+        kind = row.pop("kind", None) or by_header
         kind = {"department": "departments", "contact": "contacts"}.get(kind, kind)
         if kind not in KINDS:
-            raise InvalidField(f"unknown kind {kind!r} in the CSV file")
-        row = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+            raise InvalidField(f"CSV line {reader.line_num}: unknown kind {kind!r}")
+        if None in row:
+            raise InvalidField(f"CSV line {reader.line_num}: more values than the header has columns")
+        row = {k: v for k, v in row.items() if v not in (None, "")}
         result.setdefault(kind, []).append(row)
+    if not result:
+        raise InvalidField("the CSV file has no rows")
     return {kind: clean_rows(kind, rows) for kind, rows in result.items()}
 
 

@@ -47,13 +47,18 @@ class DirectoryStore:
 
         def thd(conn: Connection):
             c = table.c
+            # The version first: each statement may see a newer snapshot
+            # (Postgres read committed, SQLite outside a write), and rows
+            # newer than the version a client is told only come again,
+            # while a version newer than the rows would hide them for good.
+            version = _version(conn, kind)
             query = select(getattr(c, key), *[getattr(c, n) for n in columns], c.version, c.deleted)
             if since is None:
                 query = query.where(c.deleted.is_(False))
             else:
                 query = query.where(c.version > since)
             rows = [dict(row._mapping) for row in conn.execute(query.order_by(c.ord, getattr(c, key)))]
-            return _version(conn, kind), rows
+            return version, rows
 
         return self._db.run("directory.listing", thd)
 
@@ -67,6 +72,16 @@ class DirectoryStore:
 
         def thd(conn: Connection):
             c = table.c
+            v = s.directory_versions.c
+            # Bump the version before reading anything: the update takes the
+            # row's lock (SQLite: the write lock), so two imports of a kind
+            # queue up instead of both writing their changes at one version.
+            bumped = conn.execute(
+                update(s.directory_versions).where(v.kind == kind).values(version=v.version + 1)
+            ).rowcount
+            if not bumped:
+                conn.execute(insert(s.directory_versions).values(kind=kind, version=1))
+            version = _version(conn, kind)
             current = {
                 row[key]: row
                 for row in (
@@ -76,7 +91,6 @@ class DirectoryStore:
                     )
                 )
             }
-            version = _version(conn, kind) + 1
             changed = 0
             seen = set()
             for row in rows:
@@ -103,12 +117,8 @@ class DirectoryStore:
                     )
                     changed += 1
             if not changed:
+                conn.execute(update(s.directory_versions).where(v.kind == kind).values(version=version - 1))
                 return version - 1, 0
-            v = s.directory_versions.c
-            if conn.execute(select(v.kind).where(v.kind == kind)).first():
-                conn.execute(update(s.directory_versions).where(v.kind == kind).values(version=version))
-            else:
-                conn.execute(insert(s.directory_versions).values(kind=kind, version=version))
             return version, changed
 
         return self._db.run("directory.replace", thd)
