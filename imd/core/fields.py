@@ -10,7 +10,11 @@ from imd.errors import InvalidField
 
 # \A and \Z: "$" would also match before a trailing newline.
 _UID = re.compile(r"\A[A-Za-z0-9_.@-]{1,50}\Z")
-_ID = re.compile(r"\A[A-Za-z0-9_.:@-]{1,64}\Z")
+_ID = re.compile(r"\A[A-Za-z0-9_.:@-]+\Z")
+# Group and friend-group ids are stored in 50-character columns.
+GID_LENGTH = 50
+# Past this, integers from clients are refused rather than overflowing a column.
+MAX_INT = 2**62
 
 
 def text(name: str, value: Any, max_length: int, required: bool = True, default: str = "") -> str:
@@ -33,12 +37,25 @@ def uid(name: str, value: Any) -> str:
     return value
 
 
-def ident(name: str, value: Any) -> str:
-    """A client-chosen id such as a msgid or gid: 1-64 characters, no spaces."""
+def ident(name: str, value: Any, max_length: int = 64) -> str:
+    """A client-chosen id such as a msgid or gid: no spaces, at most C{max_length}."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _ID.match(value):
-        raise InvalidField(f"{name} must be 1-64 characters of A-Z a-z 0-9 _ . : @ -")
+    if not isinstance(value, str) or not _ID.match(value) or len(value) > max_length:
+        raise InvalidField(f"{name} must be 1-{max_length} characters of A-Z a-z 0-9 _ . : @ -")
+    return value
+
+
+def gid(name: str, value: Any) -> str:
+    return ident(name, value, GID_LENGTH)
+
+
+def integer(name: str, value: Any, minimum: int = 0) -> int:
+    """A JSON integer or a string of digits, within what the store can hold."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < MAX_INT:
+        raise InvalidField(f"{name} must be an integer from {minimum}")
     return value
 
 

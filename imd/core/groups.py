@@ -83,7 +83,7 @@ class GroupService:
 
     @inlineCallbacks
     def _member_group(self, uid: str, gid: Any) -> Group:
-        gid = fields.ident("gid", gid)
+        gid = fields.gid("gid", gid)
         member = yield self._groups.is_member(gid, uid)
         group = yield self._groups.get(gid) if member else None
         if group is None:
@@ -140,7 +140,7 @@ class GroupService:
     @inlineCallbacks
     def browse(self, uid: str, gid: Any):
         """Seed 004's browseMsg: C{uid} has seen its invites to C{gid}; no more pushes."""
-        gid = fields.ident("group_id", gid)
+        gid = fields.gid("group_id", gid)
         seen = yield self._groups.mark_invites_received(uid, gid)
         if not seen:
             pending = yield self._groups.pending_invite(uid, gid)
@@ -160,7 +160,7 @@ class GroupService:
         new member's sessions get the group and its members, the others
         the new member, and both sides each other's presence.
         """
-        gid = fields.ident("gid", gid)
+        gid = fields.gid("gid", gid)
         accept = fields.boolean("accept", accept)
         remark = fields.text("fname", remark, 200, required=False)
         if msgid is not None:

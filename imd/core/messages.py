@@ -87,9 +87,8 @@ class MessageService:
         client_time = fields.text("time", client_time, 32, required=False)
         if kind not in KINDS:
             raise InvalidField(f"kind must be one of {', '.join(KINDS)}")
-        now = self._now()
         if gid is not None and gid != "":
-            gid = fields.ident("gid", gid)
+            gid = fields.gid("gid", gid)
             member = yield self._groups.is_member(gid, sender)
             if not member:
                 group = yield self._groups.get(gid)
@@ -97,7 +96,7 @@ class MessageService:
                     raise NotFound(f"no group {gid}")
                 raise Forbidden(f"you are not a member of group {gid}")
             result = yield self._messages.send_group(
-                sender, sender_res, gid, msgid, kind, body, client_time, now
+                sender, sender_res, gid, msgid, kind, body, client_time, self._now
             )
             if result is None:
                 raise NotFound(f"no group {gid}")
@@ -113,7 +112,7 @@ class MessageService:
                 if not friends:
                     raise Forbidden(f"{to} is not your friend")
             result = yield self._messages.send_direct(
-                sender, sender_res, to, msgid, kind, body, client_time, now
+                sender, sender_res, to, msgid, kind, body, client_time, self._now
             )
             if result is None:
                 raise NotFound(f"no user {to}")
@@ -151,7 +150,7 @@ class MessageService:
 
     @inlineCallbacks
     def _require_member(self, uid: str, gid: Any) -> str:
-        gid = fields.ident("gid", gid)
+        gid = fields.gid("gid", gid)
         member = yield self._groups.is_member(gid, uid)
         if not member:
             # The same answer whether the group exists or not: a non-member
@@ -169,8 +168,10 @@ class MessageService:
         returnValue(messages)
 
     @inlineCallbacks
-    def group_synced(self, uid: str, gid: Any, until_ms: int | None = None, seq: int | None = None):
+    def group_synced(self, uid: str, gid: Any, until_ms: int | None = None, seq: Any = None):
         gid = yield self._require_member(uid, gid)
+        if seq is not None:
+            seq = fields.integer("seq", seq)
         cursor = yield self._messages.group_synced(uid, gid, seq=seq, until=until_ms)
         returnValue(cursor)
 

@@ -52,7 +52,7 @@ def parse_friend_groups(grp: Any) -> list[FriendGroup]:
             raise InvalidField("a friend group's w must be an integer")
         groups.append(
             FriendGroup(
-                gid=fields.ident("gid", item.get("gid")),
+                gid=fields.gid("gid", item.get("gid")),
                 name=fields.text("n", item.get("n"), 100),
                 weight=int(weight),
                 is_default=fields.boolean("def", item.get("def"), default=False),
@@ -206,7 +206,7 @@ class RosterService:
     @inlineCallbacks
     def set_friend_group(self, uid: str, fid: Any, gid: Any):
         fid = fields.uid("fid", fid)
-        gid = fields.ident("gid", gid)
+        gid = fields.gid("gid", gid)
         known = yield self._roster.has_friend_group(uid, gid)
         if not known:
             raise NotFound(f"you have no friend group {gid}")
@@ -236,7 +236,7 @@ def _answer_names(msg: Any) -> dict[str, str]:
     names = {}
     for key in ("req_gid", "resp_gid"):
         if msg.get(key) not in (None, ""):
-            names[key] = fields.ident(key, msg[key])
+            names[key] = fields.gid(key, msg[key])
     for key in ("req_name", "resp_name"):
         if msg.get(key) not in (None, ""):
             names[key] = fields.text(key, msg[key], 100)

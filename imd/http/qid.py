@@ -14,10 +14,10 @@ from typing import Any, Callable
 from twisted.internet.defer import inlineCallbacks
 
 from imd.core.roster import friend_groups_json
-from imd.errors import Forbidden, InvalidField, NotFound
+from imd.errors import Forbidden, NotFound
 from imd.http.util import bearer_token, read_json, write_json
 from imd.store.messages import Message
-from imd.wiretime import format_time, parse_time
+from imd.wiretime import cursor_time, format_time
 
 
 def text(value: Any) -> dict:
@@ -161,8 +161,7 @@ def offline(server, uid, token, body):
 
 @qid("QID_IM_RECIVE_OFFLINE_MSG")
 def offline_received(server, uid, token, body):
-    until = parse_time("time", body.get("stime", body.get("time")))
-    yield server.messages.received_until(uid, until)
+    yield server.messages.received_until(uid, cursor_time(body))
     return text("1")
 
 
@@ -202,14 +201,9 @@ def group_offline(server, uid, token, body):
 @qid("QID_IM_RECIVE_GROUP_OFFLINE_MSG")
 def group_offline_received(server, uid, token, body):
     if body.get("seq") not in (None, ""):
-        try:
-            seq = int(body["seq"])
-        except (TypeError, ValueError):
-            raise InvalidField("seq must be an integer") from None
-        yield server.messages.group_synced(uid, body.get("gid"), seq=seq)
+        yield server.messages.group_synced(uid, body.get("gid"), seq=body["seq"])
     else:
-        until = parse_time("time", body.get("stime", body.get("time")))
-        yield server.messages.group_synced(uid, body.get("gid"), until_ms=until)
+        yield server.messages.group_synced(uid, body.get("gid"), until_ms=cursor_time(body))
     return text("1")
 
 

@@ -7,6 +7,7 @@ stored once with a per-group sequence, receipts and recall.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -71,13 +72,17 @@ class MessageStore:
         kind: str,
         body: str,
         client_time: str,
-        now: int,
+        now: Callable[[], int],
     ) -> "Deferred[tuple[Message, bool] | None]":
         """
         Commit a 1:1 message and put it in C{to_uid}'s inbox.  Returns
         (message, created): created is False for a resend of a C{msgid}
         already stored, which is returned as stored.  None when C{to_uid}
         does not exist.
+
+        C{now} is read after the recipient's inbox row is locked, so the
+        messages of one inbox get their times in commit order and a
+        cursor by time never passes one committed later.
         """
 
         def thd(conn: Connection):
@@ -97,7 +102,7 @@ class MessageStore:
                     kind=kind,
                     body=body,
                     client_time=client_time,
-                    created_at=now,
+                    created_at=now(),
                 )
                 .returning(m.id)
             ).scalar_one()
@@ -115,7 +120,7 @@ class MessageStore:
         kind: str,
         body: str,
         client_time: str,
-        now: int,
+        now: Callable[[], int],
     ) -> "Deferred[tuple[Message, bool] | None]":
         """Commit a group message under the group's next sequence; see L{send_direct}."""
 
@@ -136,7 +141,7 @@ class MessageStore:
                     kind=kind,
                     body=body,
                     client_time=client_time,
-                    created_at=now,
+                    created_at=now(),
                 )
             )
             return _find(conn, sender, msgid), True
@@ -276,6 +281,10 @@ class MessageStore:
                 ).scalar()
             gm = s.group_members.c
             if target is not None:
+                # Never past the last message: a cursor ahead of it would
+                # hide the messages still to come.
+                last = conn.execute(select(s.groups.c.last_seq).where(s.groups.c.gid == gid)).scalar() or 0
+                target = min(target, last)
                 conn.execute(
                     update(s.group_members)
                     .where(gm.gid == gid, gm.uid == uid, gm.synced_seq < target)

@@ -276,11 +276,9 @@ class LongConnProtocol(Protocol, TimeoutMixin):
 
     @inlineCallbacks
     def _ack_group(self, body: dict):
-        seq = body.get("seq")
-        if isinstance(seq, str) and seq.isdigit():
-            seq = int(seq)
-        if isinstance(seq, bool) or not isinstance(seq, int):
+        if body.get("seq") in (None, ""):
             raise InvalidField("a group message is acknowledged with its gid and seq")
+        seq = fields.integer("seq", body["seq"])
         yield self.server.messages.group_synced(self.session.uid, body["gid"], seq=seq)
 
     @inlineCallbacks
