@@ -224,3 +224,50 @@ class SQLiteSocketTests(InteropTestsMixin, SQLiteBackend, unittest.TestCase):
 
 class PostgresSocketTests(InteropTestsMixin, PostgresBackend, unittest.TestCase):
     pass
+
+
+class SocketEdgeTests(SocketTestsMixin, SQLiteBackend, unittest.TestCase):
+    @inlineCallbacks
+    def test_backlog_pages_and_recalled(self):
+        server = self.start_server()
+        yield server.accounts.register("alice", "secret1")
+        yield server.accounts.register("bob", "secret1")
+        for i in range(1203):
+            yield server.messages.send("alice", f"m{i}", str(i), to="bob")
+        yield server.messages.recall("alice", "m0", to="bob")
+        bob = yield self.socket_user(server, "bob", register=False)
+        got = []
+        for i in range(1203):
+            push = yield bob.expect("sendmsg")
+            got.append(push)
+        self.assertEqual([p["msgid"] for p in got], [f"m{i}" for i in range(1203)])
+        self.assertEqual((got[0]["content"], got[0]["recalled"]), ("", True))
+        self.assertEqual(got[1]["content"], "1")
+        self.assertEqual((yield server.messages.offline("bob")), [])
+
+    @inlineCallbacks
+    def test_message_too_large_for_a_socket_frame(self):
+        server = self.start_server()
+        yield server.accounts.register("alice", "secret1")
+        yield server.accounts.register("bob", "secret1")
+        yield server.messages.send("alice", "big", "中" * 16384, to="bob")
+        yield server.messages.send("alice", "small", "after", to="bob")
+        bob = yield self.socket_user(server, "bob", register=False)
+        push = yield bob.expect("sendmsg")
+        self.assertEqual((push["msgid"], push["content"], push["truncated"]), ("big", "", True))
+        push = yield bob.expect("sendmsg")
+        self.assertEqual(push["content"], "after")
+
+    @inlineCallbacks
+    def test_revoked_token_is_kicked(self):
+        server = self.start_server()
+        bob = yield self.socket_user(server, "bob")
+        yield server.accounts.set_password("bob", "secret2")
+        # The token is re-checked once a minute at most: pretend a minute passed.
+        self.patch(bob, "pushes", [])
+        proto = server.hub.sessions("bob")[0].protocol
+        proto._token_checked -= 61
+        yield bob.request({"action": "ping"})
+        err = yield self.assertFailure(bob.sendmsg("x", to_user_id="bob"), Exception)
+        yield bob.closed
+        self.assertEqual(server.hub.sessions("bob"), [])

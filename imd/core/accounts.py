@@ -53,6 +53,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _given(sms_code: Any) -> Any:
+    """Seed-004 clients always send sms_code; "" means they have none."""
+    return None if sms_code == "" else sms_code
+
+
 def check_uid(uid: Any) -> str:
     if not isinstance(uid, str) or not UID_RE.match(uid):
         raise InvalidField("uid must be 1-50 characters of A-Z a-z 0-9 _ . @ -")
@@ -121,11 +126,13 @@ class AccountService:
         """
         check_telephone(telephone)
         check_password(password)
-        if self._sms.required or sms_code is not None:
-            yield self.verify_sms_code(telephone, sms_code)
+        sms_code = _given(sms_code)
+        # Checked before the code, so a taken number does not use it up.
         existing = yield self._users.get_by_telephone(telephone)
         if existing is not None:
             raise Conflict(f"telephone {telephone} is already registered")
+        if self._sms.required or sms_code is not None:
+            yield self.verify_sms_code(telephone, sms_code)
         user = yield self.register(uuid.uuid4().hex.upper(), password, telephone=telephone)
         returnValue(user)
 
@@ -154,6 +161,7 @@ class AccountService:
         """
         if not isinstance(telephone, str) or not TELEPHONE_RE.match(telephone):
             raise BadCredentials("wrong telephone, password or SMS code")
+        sms_code = _given(sms_code)
         if password is None and sms_code is None:
             raise BadCredentials("a password or an SMS code is required")
         user = yield self._users.get_by_telephone(telephone)
@@ -246,6 +254,8 @@ class AccountService:
     @inlineCallbacks
     def verify_sms_code(self, telephone: str, code: Any):
         """Check (and use up) the code sent to C{telephone}."""
+        if isinstance(code, int) and not isinstance(code, bool):
+            code = f"{code:06d}"
         if not isinstance(code, str) or not code:
             raise BadSmsCode("an SMS code is required")
         stored = yield self._codes.take_attempt(telephone)

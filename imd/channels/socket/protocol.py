@@ -17,7 +17,7 @@ import struct
 import uuid
 from typing import Any, Callable
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -34,6 +34,10 @@ from imd.hub.interfaces import Event, ISession
 log = Logger()
 HEADER = struct.Struct(">H")
 MAX_QUEUED = 64
+BACKLOG_PAGE = 500
+MAX_BACKLOG_PAGES = 100
+# How often a bound connection re-checks (and so extends) its token.
+TOKEN_CHECK_SECONDS = 60
 
 
 class FrameTooLarge(Exception):
@@ -90,6 +94,8 @@ class Codec:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         if self.encrypted:
             body = encrypt(self.key, body)
+        if len(body) > 0xFFFF:
+            raise FrameTooLarge(f"a frame of {len(body)} bytes does not fit a uint16 length")
         return HEADER.pack(len(body)) + body
 
 
@@ -124,6 +130,10 @@ class SocketProtocol(Protocol, TimeoutMixin):
         self._busy = False
         self._paused = False
         self._closing = False
+        self._held: list[Event] | None = None
+        self._last_received = succeed(None)
+        self._token: str | None = None
+        self._token_checked = 0.0
 
     def connectionMade(self) -> None:
         self.setTimeout(self.idle_timeout)
@@ -207,6 +217,10 @@ class SocketProtocol(Protocol, TimeoutMixin):
                 raise InvalidField(f"unknown action {action!r}")
             if self.session is None and action != "bind":
                 raise Unauthenticated("bind to a user first")
+            if self.session is not None:
+                yield self._check_token()
+                if self._closing:
+                    return
             data = yield handler(self, request)
             self.reply(action, data)
             if action == "bind" and request.get("bindto", "user") == "user":
@@ -218,6 +232,18 @@ class SocketProtocol(Protocol, TimeoutMixin):
         except Exception:
             log.failure("binary socket: action {action}", action=action)
             self.refuse(action, IMError("internal error; try again"))
+
+    @inlineCallbacks
+    def _check_token(self):
+        now = self.server.reactor.seconds()
+        if now - self._token_checked < TOKEN_CHECK_SECONDS:
+            return
+        self._token_checked = now
+        try:
+            yield self.server.accounts.authenticate(self._token)
+        except IMError:
+            self.server.hub.unregister(self.session)
+            self.kick("token revoked or expired")
 
     def _check_user(self, request: dict) -> None:
         claimed = request.get("user_id")
@@ -234,6 +260,8 @@ class SocketProtocol(Protocol, TimeoutMixin):
             claimed = request.get("user_id")
             if claimed not in (None, "") and str(claimed) != uid:
                 raise Forbidden("user_id is not the token's user")
+            self._token = request.get("token")
+            self._token_checked = self.server.reactor.seconds()
             self.session = SocketSession(self, uid)
             self.server.hub.register(self.session)
             log.info("{uid} bound on the binary socket", uid=uid)
@@ -249,16 +277,42 @@ class SocketProtocol(Protocol, TimeoutMixin):
 
     @inlineCallbacks
     def _push_pending(self):
+        """Write what waited for this user, then the live events held meanwhile."""
         uid = self.session.uid
         messages = self.server.messages
-        for message in (yield messages.offline(uid)):
-            self.render(Event(events.MESSAGE, message_data(message)))
-        for message in (yield messages.group_offline(uid)):
-            self.render(Event(events.MESSAGE, message_data(message)))
-        for request in (yield self.server.roster.pending_requests(uid)):
-            self.render(Event(events.ROSTER_REQUEST, request_data(request)))
-        for invite in (yield self.server.groups.pending_invites(uid)):
-            self.render(Event(events.GROUP_INVITE, invite_data(invite)))
+        seen: set[tuple[str, str]] = set()
+        self._held = []
+        try:
+            for fetch in (messages.offline, messages.group_offline):
+                # Pages until a short one: what is written is marked
+                # received, so the next page starts after it.
+                for _ in range(MAX_BACKLOG_PAGES):
+                    page = yield fetch(uid, limit=BACKLOG_PAGE)
+                    fresh = [m for m in page if (m.sender, m.msgid) not in seen]
+                    for message in fresh:
+                        seen.add((message.sender, message.msgid))
+                        yield self._write_now(Event(events.MESSAGE, message_data(message)))
+                    if len(page) < BACKLOG_PAGE or not fresh:
+                        break
+            for request in (yield self.server.roster.pending_requests(uid)):
+                yield self._write_now(Event(events.ROSTER_REQUEST, request_data(request)))
+            for invite in (yield self.server.groups.pending_invites(uid)):
+                yield self._write_now(Event(events.GROUP_INVITE, invite_data(invite)))
+        finally:
+            held, self._held = self._held, None
+            for event in held:
+                if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
+                    continue
+                self.render(event)
+
+    def _write_now(self, event: Event):
+        """Render past the hold; for a message, wait until it is marked received."""
+        held, self._held = self._held, None
+        try:
+            self.render(event)
+        finally:
+            self._held = held
+        return self._last_received if event.kind == events.MESSAGE else succeed(None)
 
     @inlineCallbacks
     def _on_sendmsg(self, request: dict):
@@ -285,7 +339,22 @@ class SocketProtocol(Protocol, TimeoutMixin):
         renderer = _RENDERERS.get(event.kind)
         if renderer is None or self.session is None:
             return
-        self.send(renderer(event.data))
+        if self._held is not None:
+            # The backlog is being written: live events wait behind it, so
+            # group cursors move in order and nothing is skipped.
+            self._held.append(event)
+            return
+        push = renderer(event.data)
+        try:
+            frame = self.codec.encode(push)
+        except FrameTooLarge:
+            # Longer than a uint16 frame can carry once encrypted: the
+            # client gets the message's place, and the long connection or
+            # QID history have the text.
+            push.update(content="", truncated=True)
+            frame = self.codec.encode(push)
+        if not self._closing:
+            self.transport.write(frame)
         if event.kind == events.MESSAGE:
             self._received(event.data)
 
@@ -297,6 +366,7 @@ class SocketProtocol(Protocol, TimeoutMixin):
         else:
             d = messages.acknowledge(self.session.uid, data["msgid"], data["from"])
         d.addErrback(lambda f: log.failure("marking {msgid} received", f, msgid=data["msgid"]))
+        self._last_received = d
 
 
 def _id(value: Any) -> Any:
@@ -309,10 +379,13 @@ def _render_message(data: dict) -> dict:
         "action": "sendmsg",
         "from_user_id": data["from"],
         "msgid": data["msgid"],
-        "content": data["body"],
+        # A recalled message keeps its place, not its words.
+        "content": "" if data["recalled"] else data["body"],
         "kind": data["kind"],
         "time": data["time"] // 1000,
     }
+    if data["recalled"]:
+        push["recalled"] = True
     if "gid" in data:
         push.update(sendto="group", to_group_id=data["gid"])
     else:
@@ -343,7 +416,12 @@ _RENDERERS: dict[str, Callable[[dict], dict]] = {
         "group_id": d["gid"],
         "group_name": d["gname"],
     },
-    events.RECALL: lambda d: {"action": "recall", "from_user_id": d["from"], "msgid": d["msgid"]},
+    events.RECALL: lambda d: {
+        "action": "recall",
+        "from_user_id": d["from"],
+        "msgid": d["msgid"],
+        **({"sendto": "group", "to_group_id": d["gid"]} if "gid" in d else {"sendto": "user", "to_user_id": d["to"]}),
+    },
 }
 
 
