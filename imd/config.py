@@ -123,12 +123,21 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class RedisConfig:
     url: str = key("", _redis_url)
+    prefix: str = key("imd", doc="prefix of every Redis key and channel imd uses")
+    heartbeat: int = key(10, _positive, "seconds between an instance's heartbeats")
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    id: str = key("", doc="this instance's name; empty: host:port of the HTTP listener")
 
 
 @dataclass(frozen=True)
 class FilesConfig:
     dir: str = key("var/files")
     max_size: int = key(104_857_600, _positive)
+    max_chunk: int = key(4_194_304, _positive, "largest decoded chunk of one /file/upload, in bytes")
+    quota: int = key(1_073_741_824, _positive, "bytes of files per user, unfinished uploads included")
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,7 @@ class Config:
     xmpp: XmppConfig = field(default_factory=XmppConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    instance: InstanceConfig = field(default_factory=InstanceConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

@@ -45,6 +45,16 @@ class Metrics:
             "imd_store_failures", "Store transactions that failed", ["op"], registry=self.registry
         )
 
+        self.redis_published = Counter(
+            "imd_redis_published", "Events published to other instances", registry=self.registry
+        )
+        self.redis_received = Counter(
+            "imd_redis_received", "Events received from other instances", registry=self.registry
+        )
+        self.redis_skipped = Counter(
+            "imd_redis_skipped", "Events not published because Redis was down", registry=self.registry
+        )
+
     def observe_store(self, name: str, seconds: float, ok: bool) -> None:
         self.store_seconds.labels(name).observe(seconds)
         if not ok:

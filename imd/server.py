@@ -52,6 +52,30 @@ class StoreService(Service):
         self.store.stop()
 
 
+class HubService(Service):
+    """Links the hub to the other instances once every listener is bound."""
+
+    def __init__(self, server: "Server") -> None:
+        self.setName("hub")
+        self.server = server
+
+    def startService(self) -> None:
+        super().startService()
+        hub = self.server.hub
+        # Named now that the listeners are bound: the default uses the HTTP port.
+        instance = self.server.instance_id
+        log.info("instance {instance} started", instance=instance)
+        if hasattr(hub, "start"):
+            hub.start(instance)
+
+    def stopService(self):
+        super().stopService()
+        hub = self.server.hub
+        if hasattr(hub, "stop"):
+            return hub.stop()
+        return None
+
+
 class Server:
     def __init__(self, config: Config, reactor: Any = None) -> None:
         if reactor is None:
@@ -63,7 +87,8 @@ class Server:
     def metrics(self):
         from imd.metrics import Metrics
 
-        return Metrics(self.hub.session_counts)
+        # Late: the hub reports to the metrics too.
+        return Metrics(lambda: self.hub.session_counts())
 
     @cached_property
     def store(self):
@@ -78,9 +103,32 @@ class Server:
 
     @cached_property
     def hub(self):
-        from imd.hub.local import LocalHub
+        if not self.config.redis.url:
+            from imd.hub.local import LocalHub
 
-        return LocalHub()
+            return LocalHub()
+        from imd.hub.redis import RedisHub
+
+        return RedisHub(
+            self.config.redis.url,
+            self.reactor,
+            prefix=self.config.redis.prefix,
+            heartbeat=self.config.redis.heartbeat,
+            metrics=self.metrics,
+        )
+
+    @property
+    def instance_id(self) -> str:
+        if self.config.instance.id:
+            return self.config.instance.id
+        from imd.hub.redis import default_instance_id
+
+        port = None
+        try:
+            port = self.address("http")[1]
+        except Exception:
+            pass
+        return default_instance_id(port)
 
     @cached_property
     def sms_gateway(self):
@@ -159,6 +207,7 @@ class Server:
         ):
             if endpoint:
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
+        HubService(self).setServiceParent(top)
         purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)
         purge.clock = self.reactor
         purge.setServiceParent(top)

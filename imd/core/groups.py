@@ -184,7 +184,7 @@ class GroupService:
         self._hub.deliver([uid], Event(events.GROUP_DATA, group_data(group, members)))
         self._hub.deliver(others, Event(events.GROUP_PEER_ADD, dict(member_data(me), gid=gid)))
         if self._presence is not None:
-            self._presence.introduce(uid, others)
+            yield self._presence.introduce(uid, others)
 
     @inlineCallbacks
     def leave(self, uid: str, gid: Any, msgid: Any = None, origin: Any = None):

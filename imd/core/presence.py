@@ -47,16 +47,17 @@ class PresenceService:
         C{session} announces itself: its friends hear of it, and it gets
         one "ack" per online session of each friend (PROTOCOL.md).
         """
-        session.show = check_show(show)
+        self._hub.set_show(session, check_show(show))
         friends = yield self._roster.friend_ids(session.uid)
         self._hub.deliver(friends, Event(events.PRESENCE, self._data(session, "online", session.show)))
-        self._tell_about(session, friends)
+        yield self._tell_about(session, friends)
 
-    def _tell_about(self, session: Any, uids: Iterable[str]) -> None:
-        for uid in uids:
-            for other in self._hub.sessions(uid):
-                if getattr(other, "show", None):
-                    session.deliver(Event(events.PRESENCE, self._data(other, "ack", other.show)))
+    @inlineCallbacks
+    def _tell_about(self, session: Any, uids: Iterable[str]):
+        """One "ack" to C{session} per visible session of C{uids}, on any instance."""
+        for uid, resource, show in (yield self._hub.presence(list(uids))):
+            data = {"type": "ack", "from": uid, "from_res": resource, "show": show}
+            session.deliver(Event(events.PRESENCE, data))
 
     @inlineCallbacks
     def update(self, session: Any, type: Any, show: Any):
@@ -64,7 +65,7 @@ class PresenceService:
         if type not in ("update", "leave"):
             raise InvalidField(f"type must be one of {', '.join(TYPES)}")
         show = check_show(show, default="offline" if type == "leave" else "online", offline=type == "leave")
-        session.show = None if type == "leave" else show
+        self._hub.set_show(session, None if type == "leave" else show)
         friends = yield self._roster.friend_ids(session.uid)
         self._hub.deliver(friends, Event(events.PRESENCE, self._data(session, type, show)))
 
@@ -76,17 +77,15 @@ class PresenceService:
         data = dict(self._data(session, "ack", show), to=to)
         if to_res:
             data["to_res"] = to_res
-        event = Event(events.PRESENCE, data)
-        for other in self._hub.sessions(to):
-            if not to_res or other.resource == to_res:
-                other.deliver(event)
+        self._hub.deliver([to], Event(events.PRESENCE, data), resource=to_res or None)
 
-    def introduce(self, uid: str, others: list[str]) -> None:
+    @inlineCallbacks
+    def introduce(self, uid: str, others: list[str]):
         """C{uid} joined a group of C{others}: each side learns who of the other is online."""
         for session in self._hub.sessions(uid):
             if getattr(session, "show", None):
                 self._hub.deliver(others, Event(events.PRESENCE, self._data(session, "online", session.show)))
-            self._tell_about(session, others)
+            yield self._tell_about(session, others)
 
     @inlineCallbacks
     def _user_changed(self, uid: str, online: bool):

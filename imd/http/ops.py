@@ -32,11 +32,20 @@ def install(app, server: Any) -> None:
             log.warn("health check: store unreachable: {error}", error=e)
             store.update(status="unreachable", error=str(e).splitlines()[0] if str(e) else repr(e))
         healthy = store["status"] == "ok"
-        return write_json(
-            request,
-            {"status": "ok" if healthy else "unavailable", "version": __version__, "store": store},
-            200 if healthy else 503,
-        )
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "version": __version__,
+            "instance": server.instance_id,
+            "store": store,
+        }
+        if server.config.redis.url:
+            # Without Redis this instance still serves its own users (and
+            # commits everything), so it stays in the load balancer: 200.
+            linked = server.hub.healthy
+            body["redis"] = {"status": "ok" if linked else "degraded"}
+            if healthy and not linked:
+                body["status"] = "degraded"
+        return write_json(request, body, 200 if healthy else 503)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(request):

@@ -8,6 +8,11 @@ from typing import Any, Iterable, Mapping
 from zope.interface import Attribute, Interface
 
 
+# The event a clustered hub gives every local session after it could not
+# hear other instances for a while: channels then fetch what they missed.
+RESYNC = "resync"
+
+
 @dataclass(frozen=True)
 class Event:
     """
@@ -53,5 +58,16 @@ class IHub(Interface):
     def is_online(uid: str) -> bool:
         """Whether C{uid} has any live session."""
 
-    def deliver(uids: Iterable[str], event: Event, exclude: ISession | None = None) -> None:
-        """Give C{event} to every session of every user in C{uids} but C{exclude}."""
+    def deliver(
+        uids: Iterable[str], event: Event, exclude: ISession | None = None, resource: str | None = None
+    ) -> None:
+        """
+        Give C{event} to every session of every user in C{uids} but
+        C{exclude} (only to sessions named C{resource}, when given).
+        """
+
+    def set_show(session: ISession, show: str | None) -> None:
+        """Record C{session}'s presence (None: invisible)."""
+
+    def presence(uids: Iterable[str]) -> Any:
+        """Deferred (uid, resource, show) of the visible sessions of C{uids}, everywhere."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -74,12 +75,16 @@ class LocalHub:
         return uid in self._sessions
 
     def deliver(
-        self, uids: Iterable[str], event: Event, exclude: ISession | None = None
+        self,
+        uids: Iterable[str],
+        event: Event,
+        exclude: ISession | None = None,
+        resource: str | None = None,
     ) -> None:
         # A uid named twice (a message to oneself) still gets it once.
         for uid in dict.fromkeys(uids):
             for session in self.sessions(uid):
-                if session is exclude:
+                if session is exclude or (resource is not None and session.resource != resource):
                     continue
                 try:
                     session.deliver(event)
@@ -91,6 +96,20 @@ class LocalHub:
                         uid=uid,
                         resource=session.resource,
                     )
+
+    def set_show(self, session: ISession, show: str | None) -> None:
+        session.show = show
+
+    def presence(self, uids: Iterable[str]) -> "Deferred[list[tuple[str, str, str]]]":
+        """(uid, resource, show) of the sessions of C{uids} that have a show state."""
+        return succeed(
+            [
+                (uid, session.resource, session.show)
+                for uid in uids
+                for session in self.sessions(uid)
+                if getattr(session, "show", None)
+            ]
+        )
 
     def session_counts(self) -> dict[str, int]:
         """Live sessions per channel."""

@@ -22,9 +22,10 @@ from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
 from imd.core import events, fields
 from imd.core.groups import invite_data
+from imd.core.messages import message_data
 from imd.core.roster import request_data
 from imd.errors import IMError, InvalidField, InvalidToken
-from imd.hub.interfaces import Event, ISession
+from imd.hub.interfaces import RESYNC, Event, ISession
 from imd.wiretime import format_time
 
 log = Logger()
@@ -154,10 +155,26 @@ class LongConnProtocol(Protocol, TimeoutMixin):
         self._close()
 
     def render(self, event: Event) -> None:
+        if event.kind == RESYNC and self.session is not None:
+            self._resync().addErrback(lambda f: log.failure("long connection: resync", f))
+            return
         renderer = _RENDERERS.get(event.kind)
         if renderer is not None and self.session is not None:
             msgtype, body = renderer(self.session, event.data)
             self.send(msgtype, body)
+
+    @inlineCallbacks
+    def _resync(self):
+        """
+        Events from other instances were missed (Redis was away): write
+        again what this user has not acknowledged.  A client keeps the
+        sender and msgid of what it has, so one it had already is dropped.
+        """
+        uid = self.session.uid
+        for message in (yield self.server.messages.offline(uid)):
+            self.render(Event(events.MESSAGE, message_data(message)))
+        for message in (yield self.server.messages.group_offline(uid)):
+            self.render(Event(events.MESSAGE, message_data(message)))
 
     # -- dispatch ---------------------------------------------------------
 

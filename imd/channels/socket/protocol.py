@@ -29,7 +29,7 @@ from imd.core.messages import message_data
 from imd.core.roster import request_data
 from imd.crypto import CryptoError, decrypt, encrypt
 from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
-from imd.hub.interfaces import Event, ISession
+from imd.hub.interfaces import RESYNC, Event, ISession
 
 log = Logger()
 HEADER = struct.Struct(">H")
@@ -336,6 +336,10 @@ class SocketProtocol(Protocol, TimeoutMixin):
     _handlers: dict[str, Callable] = {"bind": _on_bind, "sendmsg": _on_sendmsg}
 
     def render(self, event: Event) -> None:
+        if event.kind == RESYNC and self.session is not None and self._held is None:
+            # Missed events (Redis was away) are in the store, as at bind.
+            self._push_pending().addErrback(lambda f: log.failure("binary socket: resync", f))
+            return
         renderer = _RENDERERS.get(event.kind)
         if renderer is None or self.session is None:
             return
