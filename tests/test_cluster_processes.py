@@ -203,6 +203,21 @@ class ClusterProcessTests(ClusterProcessMixin, unittest.TestCase):
         yield self.stop(a.child)
 
 
+class ClusterBenchmarkTests(ClusterProcessMixin, unittest.TestCase):
+    @inlineCallbacks
+    def test_smoke(self):
+        """The cluster benchmark runs end to end (its figures are not judged here)."""
+        import argparse
+
+        from imd.bench.cluster import run
+
+        args = argparse.Namespace(instances=2, users=6, duration=0.5, database=POSTGRES_URL, redis=REDIS_URL)
+        result = yield run(reactor, args)
+        self.assertEqual([row["users"] for row in result["per_instance"]], [3, 3])
+        self.assertGreater(result["messages"], 0)
+        self.assertGreater(sum(row["received"] for row in result["per_instance"]), 0)
+
+
 class RedisOutageTests(ClusterProcessMixin, unittest.TestCase):
     def setUp(self):
         super().setUp()
