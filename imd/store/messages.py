@@ -7,13 +7,14 @@ stored once with a per-group sequence, receipts and recall.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from imd.store import schema as s
+from imd.store.batch import Batcher
 from imd.store.database import Database
 
 m = s.messages.c
@@ -47,21 +48,12 @@ def _find(conn: Connection, sender: str, msgid: str) -> Message | None:
     return None if row is None else _message(row)
 
 
-def _next_seq(conn: Connection, table, key_column, key: str, seq_column) -> int | None:
-    # The row lock this UPDATE takes orders concurrent writers, so a
-    # sequence number is never visible before a smaller one is committed.
-    row = conn.execute(
-        update(table)
-        .where(key_column == key)
-        .values({seq_column: seq_column + 1})
-        .returning(seq_column)
-    ).first()
-    return None if row is None else row[0]
-
-
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._direct = Batcher(db, "messages.send_direct", lambda conn, items: _send_many(conn, items, False))
+        self._group = Batcher(db, "messages.send_group", lambda conn, items: _send_many(conn, items, True))
+        self._received = Batcher(db, "messages.mark_received", _mark_received_many)
 
     def send_direct(
         self,
@@ -82,34 +74,10 @@ class MessageStore:
 
         C{now} is read after the recipient's inbox row is locked, so the
         messages of one inbox get their times in commit order and a
-        cursor by time never passes one committed later.
+        cursor by time never passes one committed later.  Messages sent
+        while a commit is in flight are committed together (L{Batcher}).
         """
-
-        def thd(conn: Connection):
-            existing = _find(conn, sender, msgid)
-            if existing is not None:
-                return existing, False
-            seq = _next_seq(conn, s.users, s.users.c.uid, to_uid, s.users.c.inbox_seq)
-            if seq is None:
-                return None
-            message_id = conn.execute(
-                insert(s.messages)
-                .values(
-                    msgid=msgid,
-                    sender=sender,
-                    sender_res=sender_res,
-                    to_uid=to_uid,
-                    kind=kind,
-                    body=body,
-                    client_time=client_time,
-                    created_at=now(),
-                )
-                .returning(m.id)
-            ).scalar_one()
-            conn.execute(insert(s.inbox).values(uid=to_uid, seq=seq, message_id=message_id))
-            return _find(conn, sender, msgid), True
-
-        return self._db.run("messages.send_direct", thd)
+        return self._direct.submit(_Send(sender, sender_res, to_uid, msgid, kind, body, client_time, now))
 
     def send_group(
         self,
@@ -123,30 +91,7 @@ class MessageStore:
         now: Callable[[], int],
     ) -> "Deferred[tuple[Message, bool] | None]":
         """Commit a group message under the group's next sequence; see L{send_direct}."""
-
-        def thd(conn: Connection):
-            existing = _find(conn, sender, msgid)
-            if existing is not None:
-                return existing, False
-            seq = _next_seq(conn, s.groups, s.groups.c.gid, gid, s.groups.c.last_seq)
-            if seq is None:
-                return None
-            conn.execute(
-                insert(s.messages).values(
-                    msgid=msgid,
-                    sender=sender,
-                    sender_res=sender_res,
-                    gid=gid,
-                    group_seq=seq,
-                    kind=kind,
-                    body=body,
-                    client_time=client_time,
-                    created_at=now(),
-                )
-            )
-            return _find(conn, sender, msgid), True
-
-        return self._db.run("messages.send_group", thd)
+        return self._group.submit(_Send(sender, sender_res, gid, msgid, kind, body, client_time, now))
 
     def get(self, sender: str, msgid: str) -> "Deferred[Message | None]":
         return self._db.run("messages.get", _find, sender, msgid)
@@ -170,22 +115,10 @@ class MessageStore:
     ) -> "Deferred[int]":
         """
         C{uid} acknowledged C{msgid} (from C{sender}, when the client says):
-        it leaves C{uid}'s offline messages.  Returns how many inbox rows
-        changed.
+        it leaves C{uid}'s offline messages.  Returns how many of C{uid}'s
+        messages it names.  Acknowledgements are committed in batches.
         """
-
-        def thd(conn: Connection) -> int:
-            ids = select(m.id).where(m.msgid == msgid, m.to_uid == uid)
-            if sender is not None:
-                ids = ids.where(m.sender == sender)
-            return conn.execute(
-                update(s.inbox)
-                .where(s.inbox.c.uid == uid, s.inbox.c.received.is_(False))
-                .where(s.inbox.c.message_id.in_(ids))
-                .values(received=True)
-            ).rowcount
-
-        return self._db.run("messages.mark_received", thd)
+        return self._received.submit((uid, msgid, sender))
 
     def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
         """C{uid}'s unacknowledged 1:1 messages, oldest first."""
@@ -335,3 +268,123 @@ class MessageStore:
             return True
 
         return self._db.run("messages.add_receipt", thd)
+
+
+@dataclass(frozen=True)
+class _Send:
+    sender: str
+    sender_res: str
+    target: str  # the recipient's uid, or the group's gid
+    msgid: str
+    kind: str
+    body: str
+    client_time: str
+    now: Callable[[], int]
+
+
+# Rows per IN (...) list: well under every backend's parameter limit.
+_CHUNK = 400
+
+
+def _chunks(items: list, size: int = _CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
+    """
+    Commit C{items} in one transaction with a few set-based statements;
+    one result per item, as L{MessageStore.send_direct} describes.
+    """
+    results: list[Any] = [None] * len(items)
+    known: dict[tuple[str, str], Message] = {}
+    keys = list(dict.fromkeys((it.sender, it.msgid) for it in items))
+    for chunk in _chunks(keys):
+        for row in conn.execute(select(*_COLUMNS).where(tuple_(m.sender, m.msgid).in_(chunk))):
+            message = _message(row)
+            known[(message.sender, message.msgid)] = message
+    if group:
+        table, key, counter = s.groups, s.groups.c.gid, s.groups.c.last_seq
+    else:
+        table, key, counter = s.users, s.users.c.uid, s.users.c.inbox_seq
+    targets = sorted({it.target for it in items if (it.sender, it.msgid) not in known})
+    seqs: dict[str, int] = {}
+    for chunk in _chunks(targets):
+        # Locked in a fixed order, so two instances' batches never deadlock;
+        # the lock orders writers per inbox (or group), see users.inbox_seq.
+        query = select(key, counter).where(key.in_(chunk)).order_by(key).with_for_update()
+        seqs.update({k: v for k, v in conn.execute(query)})
+    now = items[0].now()
+    new: list[tuple[int, dict, int]] = []
+    first_of: dict[tuple[str, str], int] = {}
+    repeats: list[tuple[int, int]] = []
+    for i, it in enumerate(items):
+        k = (it.sender, it.msgid)
+        if k in known:
+            results[i] = (known[k], False)
+        elif k in first_of:
+            # The same msgid twice in one batch: a resend racing its original.
+            repeats.append((i, first_of[k]))
+        elif it.target in seqs:
+            seqs[it.target] += 1
+            values = dict(
+                msgid=it.msgid,
+                sender=it.sender,
+                sender_res=it.sender_res,
+                to_uid=None if group else it.target,
+                gid=it.target if group else None,
+                group_seq=seqs[it.target] if group else None,
+                kind=it.kind,
+                body=it.body,
+                client_time=it.client_time,
+                created_at=now,
+            )
+            first_of[k] = len(new)
+            new.append((i, values, seqs[it.target]))
+    if new:
+        ids = conn.execute(
+            insert(s.messages).returning(m.id, sort_by_parameter_order=True),
+            [values for _, values, _ in new],
+        ).scalars().all()
+        if not group:
+            conn.execute(
+                insert(s.inbox),
+                [dict(uid=v["to_uid"], seq=seq, message_id=id_) for (_, v, seq), id_ in zip(new, ids)],
+            )
+        last = {}
+        for _, values, seq in new:
+            last[values["gid"] if group else values["to_uid"]] = seq
+        conn.execute(
+            update(table).where(key == bindparam("b_key")).values({counter.name: bindparam("b_seq")}),
+            [{"b_key": k, "b_seq": v} for k, v in last.items()],
+        )
+        for (i, values, _), id_ in zip(new, ids):
+            results[i] = (Message(id=id_, recalled_at=None, **values), True)
+    for i, j in repeats:
+        results[i] = (results[new[j][0]][0], False)
+    return results
+
+
+def _mark_received_many(conn: Connection, items: Sequence[tuple[str, str, str | None]]) -> list[int]:
+    """Acknowledgements of many users in one transaction; see L{MessageStore.mark_received}."""
+    pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
+    found: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for chunk in _chunks(pairs):
+        for row in conn.execute(
+            select(m.id, m.to_uid, m.msgid, m.sender).where(tuple_(m.to_uid, m.msgid).in_(chunk))
+        ):
+            found.setdefault((row.to_uid, row.msgid), []).append((row.id, row.sender))
+    results, updates = [], []
+    for uid, msgid, sender in items:
+        ids = [id_ for id_, by in found.get((uid, msgid), []) if sender is None or by == sender]
+        results.append(len(ids))
+        updates.extend({"b_uid": uid, "b_id": id_} for id_ in ids)
+    if updates:
+        conn.execute(
+            update(s.inbox)
+            .where(s.inbox.c.uid == bindparam("b_uid"), s.inbox.c.message_id == bindparam("b_id"))
+            .where(s.inbox.c.received.is_(False))
+            .values(received=True),
+            list({(u["b_uid"], u["b_id"]): u for u in updates}.values()),
+        )
+    return results
