@@ -15,7 +15,6 @@ from typing import Any, Callable
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from imd.channels.longconn import msgtypes as T
@@ -26,6 +25,7 @@ from imd.core.messages import message_data
 from imd.core.roster import request_data
 from imd.errors import IMError, InvalidField, InvalidToken
 from imd.hub.interfaces import RESYNC, Event, ISession
+from imd.idle import IdleSweeper
 from imd.wiretime import format_time
 
 log = Logger()
@@ -54,7 +54,7 @@ class LongConnSession:
         self.protocol.kick(reason)
 
 
-class LongConnProtocol(Protocol, TimeoutMixin):
+class LongConnProtocol(Protocol):
     def __init__(self, server: Any) -> None:
         self.server = server
         config = server.config.longconn
@@ -71,12 +71,12 @@ class LongConnProtocol(Protocol, TimeoutMixin):
     # -- bytes in ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.setTimeout(self.idle_timeout)
+        self.factory.idle.add(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.resetTimeout()
+        self.last_seen = self.server.reactor.seconds()
         try:
             frames = self.decoder.feed(data)
         except FrameError as e:
@@ -115,7 +115,7 @@ class LongConnProtocol(Protocol, TimeoutMixin):
         self._close()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.setTimeout(None)
+        self.factory.idle.discard(self)
         self._closing = True
         self._queue.clear()
         if self.session is not None:
@@ -501,6 +501,7 @@ _RENDERERS: dict[str, Callable[[LongConnSession, dict], tuple[int, dict]]] = {
 class LongConnFactory(Factory):
     def __init__(self, server: Any) -> None:
         self.server = server
+        self.idle = IdleSweeper(server.reactor, server.config.longconn.idle_timeout)
 
     def buildProtocol(self, addr: Any) -> LongConnProtocol:
         protocol = LongConnProtocol(self.server)

@@ -20,7 +20,6 @@ from typing import Any, Callable
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from imd.core import events
@@ -30,6 +29,7 @@ from imd.core.roster import request_data
 from imd.crypto import CryptoError, decrypt, encrypt
 from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
 from imd.hub.interfaces import RESYNC, Event, ISession
+from imd.idle import IdleSweeper
 
 log = Logger()
 HEADER = struct.Struct(">H")
@@ -117,7 +117,7 @@ class SocketSession:
         self.protocol.kick(reason)
 
 
-class SocketProtocol(Protocol, TimeoutMixin):
+class SocketProtocol(Protocol):
     def __init__(self, server: Any) -> None:
         self.server = server
         config = server.config.socket
@@ -136,13 +136,13 @@ class SocketProtocol(Protocol, TimeoutMixin):
         self._token_checked = 0.0
 
     def connectionMade(self) -> None:
-        self.setTimeout(self.idle_timeout)
+        self.factory.idle.add(self)
         self.send({"action": "connect", "client_id": self.client_id})
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.resetTimeout()
+        self.last_seen = self.server.reactor.seconds()
         try:
             bodies = self.decoder.feed(data)
         except FrameTooLarge as e:
@@ -176,7 +176,7 @@ class SocketProtocol(Protocol, TimeoutMixin):
         self._close()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.setTimeout(None)
+        self.factory.idle.discard(self)
         self._closing = True
         self._queue.clear()
         if self.session is not None:
@@ -432,6 +432,7 @@ _RENDERERS: dict[str, Callable[[dict], dict]] = {
 class SocketFactory(Factory):
     def __init__(self, server: Any) -> None:
         self.server = server
+        self.idle = IdleSweeper(server.reactor, server.config.socket.idle_timeout)
 
     def buildProtocol(self, addr: Any) -> SocketProtocol:
         protocol = SocketProtocol(self.server)
