@@ -610,3 +610,16 @@ class EdgeCaseTests(LongConnTestMixin, SQLiteBackend, unittest.TestCase):
         alice = yield self.user(server, "alice")
         yield self.assertFailure(alice.presence("online", "offline"), ServerError)
         yield alice.presence("leave")
+
+    @inlineCallbacks
+    def test_revoked_token_is_kicked(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield server.accounts.set_password("alice", "secret2")
+        # Re-checked once a minute at most: pretend the minute has passed.
+        server.hub.sessions("alice")[0].protocol.token._checked -= 61
+        alice.send_frame(T.IM_PRESENCE, {"type": "online", "show": "online"})
+        _, kick = yield alice.expect(T.IM_KICK)
+        self.assertEqual(kick["reason"], "token revoked or expired")
+        yield alice.closed
+        self.assertEqual(server.hub.sessions("alice"), [])

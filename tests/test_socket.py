@@ -266,7 +266,7 @@ class SocketEdgeTests(SocketTestsMixin, SQLiteBackend, unittest.TestCase):
         # The token is re-checked once a minute at most: pretend a minute passed.
         self.patch(bob, "pushes", [])
         proto = server.hub.sessions("bob")[0].protocol
-        proto._token_checked -= 61
+        proto._token._checked -= 61
         yield bob.request({"action": "ping"})
         err = yield self.assertFailure(bob.sendmsg("x", to_user_id="bob"), Exception)
         yield bob.closed

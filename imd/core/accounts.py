@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
 from twisted.logger import Logger
 
 from imd.config import AuthConfig, SmsConfig
@@ -22,6 +22,7 @@ from imd.errors import (
     BadCredentials,
     BadSmsCode,
     Conflict,
+    IMError,
     InvalidField,
     InvalidToken,
     NotFound,
@@ -38,6 +39,34 @@ MIN_PASSWORD, MAX_PASSWORD = 6, 128
 # A token's expiry is pushed forward at most this often (ms), so a busy
 # connection does not write its token row on every frame.
 EXTEND_EVERY_MS = 60_000
+
+
+# How often a live connection's token is checked again (which also keeps
+# it alive, see AccountService.authenticate).
+TOKEN_RECHECK_SECONDS = 60
+
+
+class LiveToken:
+    """
+    The token a long-lived connection logged in with.  L{valid} asks the
+    store again at most once a minute, so a token revoked or expired
+    meanwhile ends the session, and one in use keeps living.
+    """
+
+    def __init__(self, accounts: "AccountService", token: str, clock: Any) -> None:
+        self._accounts = accounts
+        self._clock = clock
+        self.token = token
+        self._checked = clock.seconds()
+
+    def valid(self) -> "Deferred[bool]":
+        now = self._clock.seconds()
+        if now - self._checked < TOKEN_RECHECK_SECONDS:
+            return succeed(True)
+        self._checked = now
+        d = self._accounts.authenticate(self.token)
+        d.addCallbacks(lambda _: True, lambda f: f.trap(IMError) and False)
+        return d
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
 from imd.core import events, fields
+from imd.core.accounts import LiveToken
 from imd.core.groups import invite_data
 from imd.core.messages import message_data
 from imd.core.roster import request_data
@@ -33,8 +34,6 @@ log = Logger()
 # Frames waiting to be handled before the connection stops reading: a
 # client that floods is slowed down, not buffered without end.
 MAX_QUEUED = 64
-# How often a live connection re-checks (and so extends) its token.
-TOKEN_CHECK_SECONDS = 60
 
 
 @implementer(ISession)
@@ -61,8 +60,7 @@ class LongConnProtocol(Protocol):
         self.decoder = FrameDecoder(config.max_frame)
         self.idle_timeout = config.idle_timeout
         self.session: LongConnSession | None = None
-        self.token: str | None = None
-        self._token_checked = 0.0
+        self.token: LiveToken | None = None
         self._queue: list[tuple[int, bytes]] = []
         self._busy = False
         self._paused = False
@@ -239,8 +237,7 @@ class LongConnProtocol(Protocol):
             return
         if self._closing:
             return
-        self.token = token
-        self._token_checked = self.server.reactor.seconds()
+        self.token = LiveToken(accounts, token, self.server.reactor)
         self.session = LongConnSession(self, uid, resource)
         self.server.hub.register(self.session)
         log.info("{uid}/{res} authenticated on the long connection", uid=uid, res=resource)
@@ -260,13 +257,7 @@ class LongConnProtocol(Protocol):
 
     @inlineCallbacks
     def _check_token(self):
-        now = self.server.reactor.seconds()
-        if now - self._token_checked < TOKEN_CHECK_SECONDS:
-            return
-        self._token_checked = now
-        try:
-            yield self.server.accounts.authenticate(self.token)
-        except IMError:
+        if not (yield self.token.valid()):
             self.server.hub.unregister(self.session)
             self.kick("token revoked or expired")
 

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from imd.core import events
+from imd.core.accounts import LiveToken
 from imd.core.groups import invite_data
 from imd.core.messages import message_data
 from imd.core.roster import request_data
@@ -36,8 +37,6 @@ HEADER = struct.Struct(">H")
 MAX_QUEUED = 64
 BACKLOG_PAGE = 500
 MAX_BACKLOG_PAGES = 100
-# How often a bound connection re-checks (and so extends) its token.
-TOKEN_CHECK_SECONDS = 60
 
 
 class FrameTooLarge(Exception):
@@ -132,8 +131,7 @@ class SocketProtocol(Protocol):
         self._closing = False
         self._held: list[Event] | None = None
         self._last_received = succeed(None)
-        self._token: str | None = None
-        self._token_checked = 0.0
+        self._token: LiveToken | None = None
 
     def connectionMade(self) -> None:
         self.factory.idle.add(self)
@@ -235,13 +233,7 @@ class SocketProtocol(Protocol):
 
     @inlineCallbacks
     def _check_token(self):
-        now = self.server.reactor.seconds()
-        if now - self._token_checked < TOKEN_CHECK_SECONDS:
-            return
-        self._token_checked = now
-        try:
-            yield self.server.accounts.authenticate(self._token)
-        except IMError:
+        if not (yield self._token.valid()):
             self.server.hub.unregister(self.session)
             self.kick("token revoked or expired")
 
@@ -260,8 +252,7 @@ class SocketProtocol(Protocol):
             claimed = request.get("user_id")
             if claimed not in (None, "") and str(claimed) != uid:
                 raise Forbidden("user_id is not the token's user")
-            self._token = request.get("token")
-            self._token_checked = self.server.reactor.seconds()
+            self._token = LiveToken(self.server.accounts, request.get("token"), self.server.reactor)
             self.session = SocketSession(self, uid)
             self.server.hub.register(self.session)
             log.info("{uid} bound on the binary socket", uid=uid)
