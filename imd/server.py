@@ -174,7 +174,15 @@ class Server:
     def profiles(self):
         from imd.core.profiles import ProfileService
 
-        return ProfileService(self.store, self.reactor)
+        return ProfileService(self.store, self.reactor, files=self.files)
+
+    @cached_property
+    def files(self):
+        from imd.core.files import FileService
+        from imd.files.storage import LocalStorage
+
+        storage = LocalStorage(self.config.files.dir, self.reactor)
+        return FileService(self.store, storage, self.config.files, self.reactor)
 
     @cached_property
     def directory(self):
@@ -196,7 +204,11 @@ class Server:
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
-            site = Site(JsonRoot(self.http_app))
+            from imd.http.files import UploadRequest
+
+            # UploadRequest: file uploads are parsed by their routes, bounded,
+            # not by twisted.web in memory.
+            site = Site(JsonRoot(self.http_app), requestFactory=UploadRequest)
             site.displayTracebacks = False
             ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
         # Presence listens to the hub from the start, before any session.

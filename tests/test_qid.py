@@ -64,6 +64,8 @@ class QidTestsMixin(LongConnTestMixin):
         body = yield self.qid(server, token, "QID_IM_SET_ROSTER_GRP", {"grp": json.dumps(grp)})
         self.assertEqual(body, {"type": "text", "result": "1"})
         yield self.qid(server, token, "QID_IM_SET_ROSTER_SIGN", {"sign": "哎哟,不错哦"})
+        # An avatar names an uploaded file.
+        yield server.files.upload_chunk("alice", "1.jpg", 3, 0, b"jpg")
         yield self.qid(server, token, "QID_IM_SET_ROSTER_AVATAR", {"avatar": "/file/1.jpg"})
         yield self.qid(server, token, "QID_IM_SET_ROSTER_FRD_GID", {"fid": "bob", "gid": "2"})
         yield self.qid(server, token, "QID_IM_SET_ROSTER_FRD_NAME", {"fid": "bob", "name": "许三多"})

@@ -25,9 +25,15 @@ LIMITS = {
 
 
 class ProfileService:
-    def __init__(self, store: Any, clock: Any) -> None:
+    def __init__(self, store: Any, clock: Any, files: Any = None) -> None:
+        """
+        @param files: the L{imd.core.files.FileService}; with it an avatar
+            must name an uploaded, complete file (seed 001 sets
+            C{"avatar": "/file/1.jpg"}).
+        """
         self._profiles = store.profiles
         self._clock = clock
+        self._files = files
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -37,10 +43,15 @@ class ProfileService:
             uid, self._now(), sign=fields.text("sign", sign, 500, required=False)
         )
 
+    @inlineCallbacks
     def set_avatar(self, uid: str, avatar: Any):
-        return self._profiles.set_user_fields(
-            uid, self._now(), avatar=fields.text("avatar", avatar, 500, required=False)
-        )
+        avatar = fields.text("avatar", avatar, 500, required=False)
+        if self._files is not None:
+            # Stored as given ("name" or "/file/name"): clients read back
+            # what they set.
+            yield self._files.check_avatar(avatar)
+        changed = yield self._profiles.set_user_fields(uid, self._now(), avatar=avatar)
+        returnValue(changed)
 
     @inlineCallbacks
     def get(self, uid: str):

@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from imd.errors import IMError
-from imd.http import auth, methodapi, ops, qid
+from imd.http import auth, files, methodapi, ops, qid
 from imd.http.util import error_body, write_error, write_json
 
 log = Logger()
@@ -55,6 +55,7 @@ def make_app(server: Any) -> Klein:
     auth.install(app, server)
     qid.install(app, server)
     methodapi.install(app, server)
+    files.install(app, server)
     return app
 
 

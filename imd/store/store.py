@@ -7,6 +7,7 @@ from typing import Any
 from imd.store import migrate
 from imd.store.database import Database, Observer
 from imd.store.directory import DirectoryStore
+from imd.store.files import FileStore
 from imd.store.groups import GroupStore
 from imd.store.messages import MessageStore
 from imd.store.profiles import ProfileStore
@@ -31,6 +32,7 @@ class Store:
         self.messages = MessageStore(self.db)
         self.profiles = ProfileStore(self.db)
         self.directory = DirectoryStore(self.db)
+        self.files = FileStore(self.db)
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision. Blocking."""
