@@ -204,12 +204,13 @@ class Server:
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
-            from imd.http.files import UploadRequest
+            from imd.http.files import body_limits
+            from imd.http.request import ImdRequest
 
-            # UploadRequest: file uploads are parsed by their routes, bounded,
-            # not by twisted.web in memory.
-            site = Site(JsonRoot(self.http_app), requestFactory=UploadRequest)
+            site = Site(JsonRoot(self.http_app), requestFactory=ImdRequest)
             site.displayTracebacks = False
+            # No route takes more; a bigger body is refused before it is stored.
+            site.max_request_body = max(self.config.http.max_body, *body_limits(self.config.files))
             ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
         # Presence listens to the hub from the start, before any session.
         self.presence

@@ -190,6 +190,67 @@ class HttpTestsMixin(ServerTestMixin):
         self.assertIn("imd_messages", text)
 
 
+class BodyCapTests(ServerTestMixin, SQLiteBackend, unittest.TestCase):
+    """A body over every route's limit is refused before it is stored."""
+
+    def raw(self, server, data):
+        from twisted.internet import protocol, reactor
+        from twisted.internet.defer import Deferred
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        class Collect(protocol.Protocol):
+            def __init__(self):
+                self.data = b""
+                self.done = Deferred()
+
+            def dataReceived(self, data):
+                self.data += data
+
+            def connectionLost(self, reason):
+                self.done.callback(self.data)
+
+        host, port = server.address("http")
+        p = Collect()
+
+        def send(proto):
+            proto.transport.write(data)
+            return proto.done
+
+        return connectProtocol(TCP4ClientEndpoint(reactor, host, port), p).addCallback(send)
+
+    def small_server(self):
+        return self.start_server(http={"max_body": 1024}, files={"max_size": 2048, "max_chunk": 1024})
+
+    @inlineCallbacks
+    def test_announced_length(self):
+        server = self.small_server()
+        limit = server.service.getServiceNamed("http").factory.max_request_body
+        head = f"POST /qid/QID_IM_GET_ROSTER_ALL HTTP/1.1\r\nHost: x\r\nContent-Length: {limit + 1}\r\n\r\n"
+        answer = yield self.raw(server, head.encode() + b"x" * 1000)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:100])
+        self.assertIn(b'"code": "too_large"', answer)
+
+    @inlineCallbacks
+    def test_chunked_body_past_the_limit(self):
+        server = self.small_server()
+        limit = server.service.getServiceNamed("http").factory.max_request_body
+        chunk = b"x" * 4096
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // 4096 + 2))
+        head = b"POST /file/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answer = yield self.raw(server, head + chunks + b"0\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:100])
+
+    @inlineCallbacks
+    def test_under_the_limit_is_served(self):
+        server = self.small_server()
+        code, body, _ = yield self.http(server, "POST", "/auth/login", {"uid": "a", "password": "bbbbbb"})
+        self.assertEqual(code, 401)
+        # A form body is not parsed by twisted.web: the route reads it.
+        code, body, _ = yield self.http(server, "POST", "/auth/login", raw=b"uid=a&password=b",
+                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual((code, body["code"]), (400, "bad_request"))
+
+
 class SQLiteHttpTests(HttpTestsMixin, SQLiteBackend, unittest.TestCase):
     pass
 

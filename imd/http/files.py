@@ -29,7 +29,6 @@ from urllib.parse import parse_qsl
 
 from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferred, returnValue
 from twisted.logger import Logger
-from twisted.web import server as web_server
 
 from imd import signing
 from imd.core.files import FileTooLarge, OffsetMismatch
@@ -65,31 +64,6 @@ def _spell_fi_as_the_seed_does() -> None:
 
 
 _spell_fi_as_the_seed_does()
-
-
-def is_upload_path(path: bytes) -> bool:
-    path = path.split(b"?", 1)[0]
-    return path == b"/file/upload" or path.endswith(b"/upload/mobileFileUpload")
-
-
-class UploadRequest(web_server.Request):
-    """
-    twisted.web's request, except that it leaves the body of a file upload
-    alone: twisted.web would parse a form or multipart body into
-    C{request.args} in memory, several copies of a 100 MB upload, before
-    any route could look at its size.  The body itself is already in a
-    temporary file (twisted.web spools bodies over 100 kB to disk); the
-    upload routes check its size and parse it from there.  Every other path
-    is parsed exactly as before.
-    """
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if is_upload_path(path):
-            # The constructor's parsePOSTFormSubmission, decided per path;
-            # an older Twisted without it parses as before, which only costs
-            # memory.
-            self._parsePOSTFormSubmission = False
-        super().requestReceived(command, path, version)
 
 
 # -- reading parameters
@@ -174,7 +148,7 @@ def read_params(
     C{max_field} bytes.
 
     C{request.args} is not used: twisted.web leaves upload bodies unparsed
-    (L{UploadRequest}), and reading every body here gives every route the
+    (L{imd.http.request.ImdRequest}), and reading every body here gives every route the
     same rules (size limit, a name given twice refused) either way.
     """
     params = Params()
@@ -340,12 +314,16 @@ def _plain(request, message: str, code: int = 200) -> bytes:
     return message.encode("utf-8")
 
 
-def install(app, server: Any) -> None:
-    config = server.config.files
+def body_limits(config: Any) -> tuple[int, int]:
+    """(chunked upload, whole-file upload) body limits, in bytes."""
     # A base64 chunk of files.max_chunk bytes, even with every character
     # percent-encoded in a form, plus the other fields.
-    upload_limit = 3 * 4 * math.ceil(config.max_chunk / 3) + BODY_OVERHEAD
-    whole_limit = config.max_size + BODY_OVERHEAD
+    return 3 * 4 * math.ceil(config.max_chunk / 3) + BODY_OVERHEAD, config.max_size + BODY_OVERHEAD
+
+
+def install(app, server: Any) -> None:
+    config = server.config.files
+    upload_limit, whole_limit = body_limits(config)
     query_limit = server.config.http.max_body
 
     def seed_errors(handler):
