@@ -1,11 +1,9 @@
 """The HTTP root over a real socket: health, login, errors, metrics."""
 
-import re
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from imd.core import sms
 from tests.support import PostgresBackend, ServerTestMixin, SQLiteBackend, make_config, start_server
 
 

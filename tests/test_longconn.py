@@ -1,6 +1,5 @@
 """The seed-001 long connection over real loopback TCP, on each backend."""
 
-import json
 import struct
 
 from twisted.internet import reactor
@@ -272,7 +271,7 @@ class MessageTestsMixin(LongConnTestMixin):
 class RosterTestsMixin(LongConnTestMixin):
     @inlineCallbacks
     def befriend(self, server, a, b):
-        ack = yield a.add_friend(b.uid, "hi")
+        yield a.add_friend(b.uid, "hi")
         _, request = yield b.expect(T.IM_ROSTER_ADD_REQ)
         b.ack_push(T.IM_ROSTER_ADD_REQ, request["msgid"])
         yield b.answer_friend(a.uid, request["msgid"], True, req_gid="1", req_name="B", resp_gid="1", resp_name="A")
@@ -359,7 +358,7 @@ class RosterTestsMixin(LongConnTestMixin):
         err = yield self.assertFailure(alice.add_friend("bob"), ServerError)
         self.assertEqual(err.code, "conflict")
         # Bob cannot answer a request addressed to someone else.
-        carol = yield self.user(server, "carol")
+        yield self.user(server, "carol")
         yield alice.request(T.IM_ROSTER_ADD_REQ, {"msgid": "r9", "to": "carol"})
         yield self.assertFailure(bob.answer_friend("alice", "r9", True), ServerError)
 
@@ -370,7 +369,7 @@ class PresenceTestsMixin(RosterTestsMixin):
         server = self.start_server()
         alice = yield self.user(server, "alice", res="phone")
         bob = yield self.user(server, "bob", res="pad")
-        carol = yield self.user(server, "carol")
+        yield self.user(server, "carol")
         yield self.befriend(server, alice, bob)
         yield bob.presence("online", "dnd")
         ack = yield alice.request(T.IM_PRESENCE, {"msgid": "p1", "type": "online", "show": "online"})
@@ -440,7 +439,7 @@ class GroupTestsMixin(LongConnTestMixin):
         server = self.start_server()
         alice = yield self.user(server, "alice")
         bob = yield self.user(server, "bob")
-        carol = yield self.user(server, "carol")
+        yield self.user(server, "carol")
         gid = yield self.make_group(server, alice, bob, carol)
         ack = yield bob.send_message(None, "大家好", gid=gid, msgid="gm1")
         self.assertEqual(ack["err"], "")
@@ -495,7 +494,7 @@ class ReceiptRecallTestsMixin(GroupTestsMixin):
         self.assertEqual(receipt, {"msgid": "m1", "from": "bob", "kind": "read"})
         # Once only; and nobody else can claim to have read it.
         yield bob.receipt("m1", to="alice")
-        carol = yield self.user(server, "carol")
+        yield self.user(server, "carol")
         yield self.assertFailure(carol.receipt("m1", to="alice"), ServerError)
         yield self.assertFailure(alice.receipt("m1", to="alice"), ServerError)
         yield settle()

@@ -1,7 +1,6 @@
 """Seed 004's binary socket over real loopback TCP, and interop with seed 001."""
 
 import base64
-import json
 import struct
 
 from twisted.internet import reactor
@@ -268,6 +267,6 @@ class SocketEdgeTests(SocketTestsMixin, SQLiteBackend, unittest.TestCase):
         proto = server.hub.sessions("bob")[0].protocol
         proto._token._checked -= 61
         yield bob.request({"action": "ping"})
-        err = yield self.assertFailure(bob.sendmsg("x", to_user_id="bob"), Exception)
+        yield self.assertFailure(bob.sendmsg("x", to_user_id="bob"), Exception)
         yield bob.closed
         self.assertEqual(server.hub.sessions("bob"), [])
