@@ -59,11 +59,14 @@ class LiveToken:
         self.token = token
         self._checked = clock.seconds()
 
+    def due(self) -> bool:
+        """Whether L{valid} would ask the store (cheap: no Deferred)."""
+        return self._clock.seconds() - self._checked >= TOKEN_RECHECK_SECONDS
+
     def valid(self) -> "Deferred[bool]":
-        now = self._clock.seconds()
-        if now - self._checked < TOKEN_RECHECK_SECONDS:
+        if not self.due():
             return succeed(True)
-        self._checked = now
+        self._checked = self._clock.seconds()
         d = self._accounts.authenticate(self.token)
         d.addCallbacks(lambda _: True, lambda f: f.trap(IMError) and False)
         return d

@@ -374,17 +374,18 @@ def _mark_received_many(conn: Connection, items: Sequence[tuple[str, str, str | 
             select(m.id, m.to_uid, m.msgid, m.sender).where(tuple_(m.to_uid, m.msgid).in_(chunk))
         ):
             found.setdefault((row.to_uid, row.msgid), []).append((row.id, row.sender))
-    results, updates = [], []
+    results: list[int] = []
+    pairs_to_mark: dict[tuple[str, int], None] = {}
     for uid, msgid, sender in items:
         ids = [id_ for id_, by in found.get((uid, msgid), []) if sender is None or by == sender]
         results.append(len(ids))
-        updates.extend({"b_uid": uid, "b_id": id_} for id_ in ids)
-    if updates:
+        pairs_to_mark.update(dict.fromkeys((uid, id_) for id_ in ids))
+    # One statement per chunk of rows, not one per row.
+    inbox = s.inbox.c
+    for chunk in _chunks(list(pairs_to_mark)):
         conn.execute(
             update(s.inbox)
-            .where(s.inbox.c.uid == bindparam("b_uid"), s.inbox.c.message_id == bindparam("b_id"))
-            .where(s.inbox.c.received.is_(False))
-            .values(received=True),
-            list({(u["b_uid"], u["b_id"]): u for u in updates}.values()),
+            .where(tuple_(inbox.uid, inbox.message_id).in_(chunk), inbox.received.is_(False))
+            .values(received=True)
         )
     return results

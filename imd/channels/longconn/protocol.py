@@ -199,9 +199,10 @@ class LongConnProtocol(Protocol):
         if handler is None:
             self._error(msgtype, msgid, InvalidField(f"unknown MsgType {msgtype}"))
             return
-        yield self._check_token()
-        if self._closing:
-            return
+        if self.token.due():
+            yield self._check_token()
+            if self._closing:
+                return
         try:
             result = yield handler(self, body)
         except IMError as e:
@@ -371,10 +372,8 @@ class LongConnProtocol(Protocol):
     def _result(fn):
         """Handlers answer with an empty ack: their results are for other callers."""
 
-        @inlineCallbacks
         def wrapper(self, body):
-            yield maybeDeferred(fn, self, body)
-            return None
+            return maybeDeferred(fn, self, body).addCallback(lambda _: None)
 
         return wrapper
 

@@ -215,7 +215,7 @@ class SocketProtocol(Protocol):
                 raise InvalidField(f"unknown action {action!r}")
             if self.session is None and action != "bind":
                 raise Unauthenticated("bind to a user first")
-            if self.session is not None:
+            if self.session is not None and self._token.due():
                 yield self._check_token()
                 if self._closing:
                     return
