@@ -7,7 +7,7 @@ stored once with a per-group sequence, receipts and recall.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
@@ -51,9 +51,10 @@ def _find(conn: Connection, sender: str, msgid: str) -> Message | None:
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._direct = Batcher(db, "messages.send_direct", lambda conn, items: _send_many(conn, items, False))
+        # 1:1 sends and acknowledgements share a transaction (one commit,
+        # one fsync on SQLite, for both); group sends have their own.
+        self._direct = Batcher(db, "messages.direct", _direct_many)
         self._group = Batcher(db, "messages.send_group", lambda conn, items: _send_many(conn, items, True))
-        self._received = Batcher(db, "messages.mark_received", _mark_received_many)
 
     def send_direct(
         self,
@@ -118,7 +119,7 @@ class MessageStore:
         it leaves C{uid}'s offline messages.  Returns how many of C{uid}'s
         messages it names.  Acknowledgements are committed in batches.
         """
-        return self._received.submit((uid, msgid, sender))
+        return self._direct.submit(_Ack(uid, msgid, sender))
 
     def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
         """C{uid}'s unacknowledged 1:1 messages, oldest first."""
@@ -270,6 +271,12 @@ class MessageStore:
         return self._db.run("messages.add_receipt", thd)
 
 
+class _Ack(NamedTuple):
+    uid: str
+    msgid: str
+    sender: str | None
+
+
 @dataclass(frozen=True)
 class _Send:
     sender: str
@@ -365,7 +372,21 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     return results
 
 
-def _mark_received_many(conn: Connection, items: Sequence[tuple[str, str, str | None]]) -> list[int]:
+def _direct_many(conn: Connection, items: Sequence[_Send | _Ack]) -> list:
+    """1:1 sends and acknowledgements, in one transaction; results in order."""
+    sends = [i for i, item in enumerate(items) if isinstance(item, _Send)]
+    acks = [i for i, item in enumerate(items) if isinstance(item, _Ack)]
+    results: list[Any] = [None] * len(items)
+    if sends:
+        for i, result in zip(sends, _send_many(conn, [items[i] for i in sends], False)):
+            results[i] = result
+    if acks:
+        for i, result in zip(acks, _mark_received_many(conn, [items[i] for i in acks])):
+            results[i] = result
+    return results
+
+
+def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
     """Acknowledgements of many users in one transaction; see L{MessageStore.mark_received}."""
     pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}

@@ -209,6 +209,8 @@ messages = Table(
     Index("ix_messages_sender_to_uid_created_at", "sender", "to_uid", "created_at"),
     Index("ix_messages_to_uid_sender_created_at", "to_uid", "sender", "created_at"),
     Index("ix_messages_gid_created_at", "gid", "created_at"),
+    # A recipient acknowledges by msgid alone (seed 001's IM_MESSAGE_ACK).
+    Index("ix_messages_to_uid_msgid", "to_uid", "msgid"),
 )
 
 inbox = Table(

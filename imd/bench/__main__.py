@@ -1,0 +1,5 @@
+import sys
+
+from imd.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+The benchmark's users, written straight into imd's tables in bulk: one
+argon2 hash computed once for everyone, a token per user issued the way
+``AccountService.issue_token`` stores it (SHA-256 of a random token), the
+default friend group ``UserStore.create`` adds, friendships both ways and
+groups with their members.  Logging in then costs one token lookup and
+no password hashing, and creating 20,000 users takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from typing import Callable, Iterable
+
+from sqlalchemy import delete, insert, text
+
+from imd.store import schema as s
+from imd.store.database import create_imd_engine, normalize_url
+
+PASSWORD = "bench-password"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+CHUNK = 2000
+TOKEN_TTL_MS = 86_400_000
+
+
+def token_hash(token: str) -> str:
+    # The same as imd.core.accounts.token_hash; kept here so the tool does
+    # not import the core.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _chunks(rows: list, size: int = CHUNK) -> Iterable[list]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+class Population:
+    """Writes users, tokens, friendships and groups into imd's database at C{url}."""
+
+    def __init__(self, url: str, time_cost: int = 1, memory_kib: int = 1024) -> None:
+        self.url = url
+        self.engine = create_imd_engine(url, pool_size=1)
+        self._time_cost = time_cost
+        self._memory_kib = memory_kib
+        self._password_hash: str | None = None
+
+    def password_hash(self) -> str:
+        if self._password_hash is None:
+            from argon2 import PasswordHasher
+
+            self._password_hash = PasswordHasher(
+                time_cost=self._time_cost, memory_cost=self._memory_kib, parallelism=1
+            ).hash(PASSWORD)
+        return self._password_hash
+
+    def add_users(self, uids: list[str]) -> dict[str, str]:
+        """Create C{uids}; returns uid -> a live token of that user."""
+        now = int(time.time() * 1000)
+        pw = self.password_hash()
+        gid, gname = s.DEFAULT_FRIEND_GROUP
+        tokens = {uid: f"bench.{secrets.token_urlsafe(18)}" for uid in uids}
+        with self.engine.begin() as conn:
+            for chunk in _chunks(uids):
+                conn.execute(
+                    insert(s.users),
+                    [dict(uid=u, password_hash=pw, name="", created_at=now, updated_at=now) for u in chunk],
+                )
+                conn.execute(
+                    insert(s.friend_groups),
+                    [dict(uid=u, gid=gid, name=gname, weight=0, is_default=True) for u in chunk],
+                )
+                conn.execute(
+                    insert(s.tokens),
+                    [
+                        dict(token_hash=token_hash(tokens[u]), uid=u, created_at=now, expires_at=now + TOKEN_TTL_MS)
+                        for u in chunk
+                    ],
+                )
+        return tokens
+
+    def befriend(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Make each pair friends (both directions, default friend group)."""
+        now = int(time.time() * 1000)
+        seen: set[tuple[str, str]] = set()
+        rows = []
+        for a, b in pairs:
+            for uid, fid in ((a, b), (b, a)):
+                if uid != fid and (uid, fid) not in seen:
+                    seen.add((uid, fid))
+                    rows.append(dict(uid=uid, fid=fid, gid=s.DEFAULT_FRIEND_GROUP[0], remark="", created_at=now))
+        with self.engine.begin() as conn:
+            for chunk in _chunks(rows):
+                conn.execute(insert(s.friendships), chunk)
+        return len(rows)
+
+    def add_group(self, gid: str, creator: str, members: list[str], name: str = "bench") -> None:
+        """A private group of C{members} (C{creator} first, as its admin)."""
+        now = int(time.time() * 1000)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(s.groups).values(
+                    gid=gid, name=name, creator=creator, type=1, exitable=True, created_at=now, updated_at=now
+                )
+            )
+            rows = [
+                dict(gid=gid, uid=u, role=1 if u == creator else 0, remark="", join_time=now, synced_seq=0, read_seq=0)
+                for u in dict.fromkeys([creator, *members])
+            ]
+            for chunk in _chunks(rows):
+                conn.execute(insert(s.group_members), chunk)
+
+    def remove_users(self, uids: list[str]) -> None:
+        """Delete C{uids} and, by the schema's cascades, all that is theirs."""
+        with self.engine.begin() as conn:
+            for chunk in _chunks(uids, 500):
+                conn.execute(delete(s.groups).where(s.groups.c.creator.in_(chunk)))
+                conn.execute(delete(s.users).where(s.users.c.uid.in_(chunk)))
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one()
+                for t in ("users", "tokens", "friendships", "groups", "group_members", "messages", "inbox")
+            }
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def fresh_database(kind: str) -> tuple[str, str, Callable[[], None]]:
+    """
+    A new, empty database for a server the tool starts: C{kind} is
+    ``sqlite`` (a file in a temporary directory), ``postgres`` (a new
+    schema in C{IMD_BENCH_POSTGRES_URL}, default the local database
+    ``test``) or a ``postgresql://`` URL (a new schema in that database).
+    Returns (url, backend name, cleanup).
+    """
+    if kind == "sqlite":
+        directory = tempfile.mkdtemp(prefix="imd-bench-db-")
+        return (
+            f"sqlite:///{directory}/imd.sqlite3",
+            "sqlite",
+            lambda: shutil.rmtree(directory, ignore_errors=True),
+        )
+    if kind in ("postgres", "postgresql"):
+        base = os.environ.get("IMD_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    elif kind.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        base = kind
+    elif kind.startswith("sqlite:///"):
+        # An explicit file: used as it is, and left behind.
+        return kind, "sqlite", lambda: None
+    else:
+        raise ValueError(f"--database must be sqlite, postgres or a postgresql:// URL, not {kind!r}")
+    from sqlalchemy import create_engine
+
+    schema = f"imd_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+    url = normalize_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False), "postgresql", drop

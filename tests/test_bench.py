@@ -1,0 +1,153 @@
+"""
+The benchmark tool (imd.bench) end to end with tiny numbers: every
+scenario against a fresh child server and the bare relay, checked for a
+result file with sane fields.  No timing is asserted: numbers belong in a
+benchmark run, not in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from imd.bench.report import digest_profile, print_summary
+from imd.bench.stats import Histogram
+from tests.support import POSTGRES_URL, child_env
+
+
+class HistogramTests(unittest.TestCase):
+    def test_percentiles_within_one_percent(self):
+        h = Histogram()
+        for i in range(1, 1001):
+            h.add(i / 1000.0)  # 1 ms .. 1 s
+        self.assertEqual(h.count, 1000)
+        # Buckets are 1 % wide (trial's assertAlmostEqual has no delta).
+        self.assertLessEqual(abs(h.percentile(50) - 0.5), 0.5 * 0.011)
+        self.assertLessEqual(abs(h.percentile(99) - 0.99), 0.99 * 0.011)
+        self.assertEqual(h.percentile(100), 1.0)
+
+    def test_merge_through_json(self):
+        a, b = Histogram(), Histogram()
+        for v in (0.001, 0.002):
+            a.add(v)
+        b.add(0.004)
+        merged = Histogram.merged([json.loads(json.dumps(a.to_json())), b.to_json()])
+        self.assertEqual(merged.count, 3)
+        self.assertEqual(merged.max, 0.004)
+        self.assertEqual(merged.min, 0.001)
+        self.assertEqual(Histogram().summary(), {"count": 0})
+
+
+class ProfileDigestTests(unittest.TestCase):
+    def test_self_and_inclusive(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("run (twisted/internet/base.py:1);_handle (/x/imd/channels/longconn/protocol.py:5);loads (json/__init__.py:3) 3\n")
+            f.write("run (twisted/internet/base.py:1);doPoll (twisted/internet/epollreactor.py:2) 1\n")
+        digest = digest_profile(path)
+        self.assertEqual(digest["samples"], 4)
+        self.assertEqual(digest["top_self"][0]["samples"], 3)
+        self.assertTrue(digest["top_self"][0]["function"].startswith("loads"))
+        self.assertEqual(digest["top_inclusive"][0]["percent"], 100.0)
+
+
+class BenchSmokeTests(unittest.TestCase):
+    timeout = 180
+
+    @inlineCallbacks
+    def test_all_scenarios(self):
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        result = os.path.join(cwd, "result.json")
+        args = (
+            "-m", "imd.bench", "all", "--users", "4", "--members", "4", "--friends", "2",
+            "--duration", "0.5", "--warmup", "0.2", "--runs", "1", "--drain", "3",
+            "--messages", "2", "--interval", "0.1", "--settle", "0.1",
+            "--quiet", "--no-progress", "--json", result,
+        )
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, args, env=child_env(), path=cwd, reactor=reactor
+        )
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        with open(result) as f:
+            doc = json.load(f)
+        self.assertNotIn("error", doc)
+        self.assertEqual(doc["machine"]["nproc"], os.cpu_count())
+        self.assertEqual(doc["target"]["backend"], "sqlite")
+        self.assertEqual(set(doc["scenarios"]), {"connect", "p2p", "group", "presence"})
+
+        connect = doc["scenarios"]["connect"]["systems"]
+        for system in ("imd", "relay"):
+            self.assertEqual(connect[system]["established"], 4)
+            self.assertEqual(connect[system]["failed"], 0)
+            self.assertGreater(connect[system]["rss_after_kib"], 0)
+            self.assertIn("kib_per_connection", connect[system])
+        self.assertIn("memory per connection", doc["scenarios"]["connect"]["ratio"])
+
+        p2p = doc["scenarios"]["p2p"]
+        for system in ("imd", "relay"):
+            run = p2p["systems"][system]["runs"][0]
+            self.assertGreater(run["throughput"], 0)
+            self.assertGreater(run["delivered"], 0)
+            self.assertEqual(run["undelivered"], 0)
+            self.assertEqual(run["ack_errors"], 0, run["first_error"])
+            self.assertEqual(run["disconnected"], 0)
+            for what in ("delivery", "ack"):
+                summary = run[what]
+                self.assertGreater(summary["count"], 0)
+                self.assertLessEqual(summary["p50"], summary["p99"])
+                self.assertLessEqual(summary["p99"], summary["max"])
+            self.assertEqual(p2p["systems"][system]["median"]["throughput"], run["throughput"])
+        self.assertGreater(p2p["ratio"]["throughput"], 0)
+
+        group = doc["scenarios"]["group"]["systems"]
+        for system in ("imd", "relay"):
+            self.assertEqual(group[system]["received"], group[system]["expected"])
+            self.assertEqual(group[system]["expected"], 3 * 3)  # (2 + 1 warm-up) x 3 members
+            self.assertEqual(group[system]["messages_reaching_all"], 2)
+            self.assertEqual(len(group[system]["last_member_ms"]["each"]), 2)
+            self.assertEqual(group[system]["ack_errors"], 0, group[system]["first_error"])
+
+        presence = doc["scenarios"]["presence"]["systems"]["imd"]
+        self.assertEqual(presence["completed"], 4)
+        self.assertEqual(presence["failed"], 0)
+        self.assertIsNotNone(presence["all_done_s"])
+        self.assertEqual(doc["server_log_errors"], [])
+
+        # The summary table renders from the file alone.
+        text = print_summary(doc)
+        self.assertIn("imd / relay", text)
+        self.assertIn("result:", out.decode())
+
+
+class PostgresPopulationTests(unittest.TestCase):
+    if POSTGRES_URL is None:
+        skip = "IMD_TEST_POSTGRES_URL is not set"
+
+    def test_fresh_schema_users_friends_group(self):
+        from imd.bench.population import Population, fresh_database
+        from imd.store.migrate import upgrade
+
+        url, backend, drop = fresh_database(POSTGRES_URL)
+        self.addCleanup(drop)
+        self.assertEqual(backend, "postgresql")
+        upgrade(url)
+        population = Population(url)
+        self.addCleanup(population.close)
+        tokens = population.add_users(["a1", "a2", "a3"])
+        self.assertEqual(set(tokens), {"a1", "a2", "a3"})
+        population.befriend([("a1", "a2"), ("a2", "a1")])
+        population.add_group("grp", "a1", ["a1", "a2", "a3"])
+        counts = population.counts()
+        self.assertEqual(
+            (counts["users"], counts["tokens"], counts["friendships"], counts["groups"], counts["group_members"]),
+            (3, 3, 2, 1, 3),
+        )
+        population.remove_users(["a1", "a2", "a3"])
+        self.assertEqual(population.counts()["users"], 0)
