@@ -183,10 +183,9 @@ class MessageService:
         returnValue(messages)
 
     @inlineCallbacks
-    def acknowledge_group(self, uid: str, gid: Any, seq: int):
+    def acknowledge_group(self, uid: str, gid: Any, seq: Any):
         """A live group message reached C{uid}: its cursor moves past it."""
-        cursor = yield self._messages.group_synced(uid, gid, seq=seq)
-        returnValue(cursor)
+        yield self._messages.group_acked(uid, fields.gid("gid", gid), fields.integer("seq", seq))
 
     @inlineCallbacks
     def _find(self, uid: str, msgid: Any, to: Any, gid: Any, sent_by_me: bool):

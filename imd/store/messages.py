@@ -195,6 +195,14 @@ class MessageStore:
 
         return self._db.run("messages.group_offline", thd)
 
+    def group_acked(self, uid: str, gid: str, seq: int) -> "Deferred[None]":
+        """
+        A live group message reached C{uid}: its cursor in C{gid} moves to
+        C{seq} (never back, never past the last message).  Batched with
+        the other writes of L{send_direct}.
+        """
+        return self._direct.submit(_GroupAck(uid, gid, seq))
+
     def group_synced(
         self, uid: str, gid: str, seq: int | None = None, until: int | None = None
     ) -> "Deferred[int]":
@@ -269,6 +277,12 @@ class MessageStore:
             return True
 
         return self._db.run("messages.add_receipt", thd)
+
+
+class _GroupAck(NamedTuple):
+    uid: str
+    gid: str
+    seq: int
 
 
 class _Ack(NamedTuple):
@@ -372,11 +386,14 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     return results
 
 
-def _direct_many(conn: Connection, items: Sequence[_Send | _Ack]) -> list:
+def _direct_many(conn: Connection, items: Sequence[_Send | _Ack | _GroupAck]) -> list:
     """1:1 sends and acknowledgements, in one transaction; results in order."""
     sends = [i for i, item in enumerate(items) if isinstance(item, _Send)]
     acks = [i for i, item in enumerate(items) if isinstance(item, _Ack)]
+    group_acks = [items[i] for i, item in enumerate(items) if isinstance(item, _GroupAck)]
     results: list[Any] = [None] * len(items)
+    if group_acks:
+        _group_acked_many(conn, group_acks)
     if sends:
         for i, result in zip(sends, _send_many(conn, [items[i] for i in sends], False)):
             results[i] = result
@@ -384,6 +401,26 @@ def _direct_many(conn: Connection, items: Sequence[_Send | _Ack]) -> list:
         for i, result in zip(acks, _mark_received_many(conn, [items[i] for i in acks])):
             results[i] = result
     return results
+
+
+def _group_acked_many(conn: Connection, items: Sequence[_GroupAck]) -> None:
+    targets: dict[tuple[str, str], int] = {}
+    for uid, gid, seq in items:
+        targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
+    last: dict[str, int] = {}
+    for chunk in _chunks(sorted({gid for _, gid in targets})):
+        last.update(conn.execute(select(s.groups.c.gid, s.groups.c.last_seq).where(s.groups.c.gid.in_(chunk))).all())
+    gm = s.group_members.c
+    rows = [
+        {"b_uid": uid, "b_gid": gid, "b_seq": min(seq, last.get(gid, 0))}
+        for (uid, gid), seq in targets.items()
+    ]
+    conn.execute(
+        update(s.group_members)
+        .where(gm.gid == bindparam("b_gid"), gm.uid == bindparam("b_uid"), gm.synced_seq < bindparam("b_seq"))
+        .values(synced_seq=bindparam("b_seq")),
+        rows,
+    )
 
 
 def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:

@@ -134,6 +134,11 @@ class SocketProtocol(Protocol):
         self._token: LiveToken | None = None
 
     def connectionMade(self) -> None:
+        try:
+            # Small frames, answers awaited: no Nagle delay.
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
         self.factory.idle.add(self)
         self.send({"action": "connect", "client_id": self.client_id})
 
