@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.internet.defer import fail, inlineCallbacks, returnValue
 from twisted.logger import Logger
 
 from imd.config import MessagesConfig
 from imd.core import events, fields
-from imd.errors import Conflict, Forbidden, InvalidField, NotFound
+from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound
 from imd.hub.interfaces import Event
 from imd.store.messages import Message
 
@@ -64,7 +64,6 @@ class MessageService:
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
 
-    @inlineCallbacks
     def send(
         self,
         sender: str,
@@ -82,44 +81,61 @@ class MessageService:
         deliver it; returns the stored L{Message}.  A resent C{msgid} is
         answered with the stored message and delivered no second time.
         """
-        msgid = fields.ident("msgid", msgid)
-        body = fields.text("body", body, self._config.max_body, required=False)
-        client_time = fields.text("time", client_time, 32, required=False)
-        if kind not in KINDS:
-            raise InvalidField(f"kind must be one of {', '.join(KINDS)}")
-        if gid is not None and gid != "":
-            gid = fields.gid("gid", gid)
-            member = yield self._groups.is_member(gid, sender)
-            if not member:
-                group = yield self._groups.get(gid)
-                if group is None:
-                    raise NotFound(f"no group {gid}")
-                raise Forbidden(f"you are not a member of group {gid}")
-            result = yield self._messages.send_group(
-                sender, sender_res, gid, msgid, kind, body, client_time, self._now
-            )
-            if result is None:
+        try:
+            msgid = fields.ident("msgid", msgid)
+            body = fields.text("body", body, self._config.max_body, required=False)
+            client_time = fields.text("time", client_time, 32, required=False)
+            if kind not in KINDS:
+                raise InvalidField(f"kind must be one of {', '.join(KINDS)}")
+            if gid is not None and gid != "":
+                gid = fields.gid("gid", gid)
+            else:
+                gid = None
+                to = fields.uid("to", to)
+        except IMError:
+            return fail()
+        if gid is not None:
+            return self._send_group(sender, sender_res, gid, msgid, kind, body, client_time, origin)
+        if self._config.friends_only and to != sender:
+            return self._send_to_friend(sender, sender_res, to, msgid, kind, body, client_time, origin)
+        # The common case, without a generator: it is most of the traffic.
+        d = self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now)
+        d.addCallback(self._sent_direct, to, body, origin)
+        return d
+
+    def _sent_direct(self, result: Any, to: str, body: str, origin: Any) -> Message:
+        if result is None:
+            raise NotFound(f"no user {to}")
+        message, created = result
+        _same_message(message, created, body, to=to)
+        if created:
+            self._delivered(message, [to] if to != message.sender else [], origin)
+        return message
+
+    @inlineCallbacks
+    def _send_to_friend(self, sender, sender_res, to, msgid, kind, body, client_time, origin):
+        friends = yield self._roster.are_friends(sender, to)
+        if not friends:
+            raise Forbidden(f"{to} is not your friend")
+        result = yield self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now)
+        returnValue(self._sent_direct(result, to, body, origin))
+
+    @inlineCallbacks
+    def _send_group(self, sender, sender_res, gid, msgid, kind, body, client_time, origin):
+        member = yield self._groups.is_member(gid, sender)
+        if not member:
+            group = yield self._groups.get(gid)
+            if group is None:
                 raise NotFound(f"no group {gid}")
-            message, created = result
-            _same_message(message, created, body, gid=gid)
-            if created:
-                recipients = yield self._groups.member_ids(gid)
-                self._delivered(message, [uid for uid in recipients if uid != sender], origin)
-        else:
-            to = fields.uid("to", to)
-            if self._config.friends_only and to != sender:
-                friends = yield self._roster.are_friends(sender, to)
-                if not friends:
-                    raise Forbidden(f"{to} is not your friend")
-            result = yield self._messages.send_direct(
-                sender, sender_res, to, msgid, kind, body, client_time, self._now
-            )
-            if result is None:
-                raise NotFound(f"no user {to}")
-            message, created = result
-            _same_message(message, created, body, to=to)
-            if created:
-                self._delivered(message, [to] if to != sender else [], origin)
+            raise Forbidden(f"you are not a member of group {gid}")
+        result = yield self._messages.send_group(sender, sender_res, gid, msgid, kind, body, client_time, self._now)
+        if result is None:
+            raise NotFound(f"no group {gid}")
+        message, created = result
+        _same_message(message, created, body, gid=gid)
+        if created:
+            recipients = yield self._groups.member_ids(gid)
+            self._delivered(message, [uid for uid in recipients if uid != sender], origin)
         returnValue(message)
 
     def _delivered(self, message: Message, recipients: list[str], origin: Any) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from imd.channels.longconn import msgtypes as T
@@ -92,8 +93,15 @@ class LongConnProtocol(Protocol):
     def _next(self) -> None:
         while self._queue and not self._busy and not self._closing:
             msgtype, payload = self._queue.pop(0)
+            try:
+                d = self._handle(msgtype, payload)
+            except Exception:
+                self._unexpected(Failure(), msgtype)
+                continue
+            if d is None:
+                # Answered at once: no Deferred to wait on.
+                continue
             self._busy = True
-            d = maybeDeferred(self._handle, msgtype, payload)
             d.addErrback(self._unexpected, msgtype)
             d.addBoth(self._done)
             if self._busy:
@@ -179,45 +187,62 @@ class LongConnProtocol(Protocol):
 
     # -- dispatch ---------------------------------------------------------
 
-    @inlineCallbacks
-    def _handle(self, msgtype: int, payload: bytes):
+    def _handle(self, msgtype: int, payload: bytes) -> Deferred | None:
+        """Handle one frame; a Deferred when it waits on a service, else None."""
         try:
             body = decode_body(payload)
         except ValueError as e:
             self._error(msgtype, "", InvalidField(str(e)))
             if self.session is None:
                 self._close()
-            return
+            return None
         msgid = body.get("msgid", "")
         if self.session is None:
             if msgtype != T.IM_AUTH:
                 self._fail(msgtype, msgid, "the first frame must be IM_AUTH (65537)")
-                return
-            yield self._auth(body)
-            return
+                return None
+            return self._auth(body)
         if msgtype == T.IM_AUTH:
             self._error(msgtype, msgid, InvalidField(f"already authenticated as {self.session.uid}"))
-            return
+            return None
         handler: Callable | None = self._handlers.get(msgtype)
         if handler is None:
             self._error(msgtype, msgid, InvalidField(f"unknown MsgType {msgtype}"))
-            return
+            return None
         if self.token.due():
-            yield self._check_token()
-            if self._closing:
-                return
+            d = self._check_token()
+            d.addCallback(lambda _: None if self._closing else self._dispatch(handler, msgtype, msgid, body))
+            return d
+        return self._dispatch(handler, msgtype, msgid, body)
+
+    def _dispatch(self, handler: Callable, msgtype: int, msgid: Any, body: dict) -> Deferred | None:
         try:
-            result = yield handler(self, body)
-        except IMError as e:
-            self._error(msgtype, msgid, e)
-            return
+            d = handler(self, body)
         except Exception:
-            # Still exactly one answer: the client must not wait forever.
-            log.failure("long connection: MsgType {msgtype} from {uid}", msgtype=msgtype, uid=self.session.uid if self.session else None)
-            self._error(msgtype, msgid, IMError("internal error; try again"))
+            self._failed(Failure(), msgtype, msgid)
+            return None
+        if d is None:
+            self._answered(None, msgtype, msgid)
+            return None
+        d.addCallbacks(self._answered, self._failed, (msgtype, msgid), None, (msgtype, msgid))
+        return d
+
+    def _answered(self, _: Any, msgtype: int, msgid: Any) -> None:
+        if msgid and msgtype not in (T.IM_MESSAGE_ACK, T.IM_PING):
+            self.ack(msgtype, msgid)
+
+    def _failed(self, failure: Failure, msgtype: int, msgid: Any) -> None:
+        if failure.check(IMError):
+            self._error(msgtype, msgid, failure.value)
             return
-        if msgtype not in (T.IM_MESSAGE_ACK, T.IM_PING) and (msgid or result is not None):
-            self.ack(msgtype, msgid, **(result or {}))
+        # Still exactly one answer: the client must not wait forever.
+        log.failure(
+            "long connection: MsgType {msgtype} from {uid}",
+            failure,
+            msgtype=msgtype,
+            uid=self.session.uid if self.session else None,
+        )
+        self._error(msgtype, msgid, IMError("internal error; try again"))
 
     @inlineCallbacks
     def _auth(self, body: dict):
@@ -270,32 +295,24 @@ class LongConnProtocol(Protocol):
     def _on_ping(self, body: dict) -> None:
         self.send(T.IM_PING, {})
 
-    @inlineCallbacks
-    def _on_client_ack(self, body: dict):
+    def _on_client_ack(self, body: dict) -> Deferred:
         kind = str(body.get("type", ""))
         msgid = body.get("msgid")
         if kind == str(T.IM_MESSAGE):
             if body.get("gid"):
-                yield self._ack_group(body)
-            else:
-                yield self.server.messages.acknowledge(self.session.uid, msgid, body.get("from"))
-        elif kind == str(T.IM_ROSTER_ADD_REQ):
-            yield self.server.roster.request_received(self.session.uid, msgid)
-        elif kind in (str(T.IM_CHATROOM_INVENT), str(T.IM_CHATROOM)):
-            yield self.server.groups.invite_received(self.session.uid, msgid)
-        else:
-            raise InvalidField(f"cannot acknowledge type {kind!r}")
+                if body.get("seq") in (None, ""):
+                    raise InvalidField("a group message is acknowledged with its gid and seq")
+                # Only a member's own cursor moves, and only within its
+                # groups' messages: no membership check on this hot path.
+                return self.server.messages.acknowledge_group(self.session.uid, body["gid"], body["seq"])
+            return self.server.messages.acknowledge(self.session.uid, msgid, body.get("from"))
+        if kind == str(T.IM_ROSTER_ADD_REQ):
+            return self.server.roster.request_received(self.session.uid, msgid)
+        if kind in (str(T.IM_CHATROOM_INVENT), str(T.IM_CHATROOM)):
+            return self.server.groups.invite_received(self.session.uid, msgid)
+        raise InvalidField(f"cannot acknowledge type {kind!r}")
 
-    @inlineCallbacks
-    def _ack_group(self, body: dict):
-        if body.get("seq") in (None, ""):
-            raise InvalidField("a group message is acknowledged with its gid and seq")
-        # Only a member's own cursor moves, and only within its groups'
-        # messages, so no membership check is needed on this hot path.
-        yield self.server.messages.acknowledge_group(self.session.uid, body["gid"], body["seq"])
-
-    @inlineCallbacks
-    def _on_message(self, body: dict):
+    def _on_message(self, body: dict) -> Deferred:
         session = self.session
         group = str(body.get("type", "0")) == "1" or bool(body.get("gid"))
         kwargs = dict(
@@ -307,9 +324,8 @@ class LongConnProtocol(Protocol):
             origin=session,
         )
         if group:
-            yield self.server.messages.send(session.uid, gid=body.get("gid") or body.get("to"), **kwargs)
-        else:
-            yield self.server.messages.send(session.uid, to=body.get("to"), **kwargs)
+            return self.server.messages.send(session.uid, gid=body.get("gid") or body.get("to"), **kwargs)
+        return self.server.messages.send(session.uid, to=body.get("to"), **kwargs)
 
     @inlineCallbacks
     def _on_presence(self, body: dict):
@@ -373,27 +389,20 @@ class LongConnProtocol(Protocol):
             self.session.uid, body.get("msgid"), to=body.get("to"), gid=body.get("gid"), origin=self.session
         )
 
-    def _result(fn):
-        """Handlers answer with an empty ack: their results are for other callers."""
-
-        def wrapper(self, body):
-            return maybeDeferred(fn, self, body).addCallback(lambda _: None)
-
-        return wrapper
-
+    # Each takes the frame's body and returns None (done) or a Deferred
+    # whose result is ignored: the ack says only success or the error.
     _handlers = {
         T.IM_PING: _on_ping,
-        T.IM_MESSAGE_ACK: _result(_on_client_ack),
-        T.IM_MESSAGE: _result(_on_message),
-        T.IM_PRESENCE: _result(_on_presence),
-        T.IM_ROSTER_ADD_REQ: _result(_on_roster_add),
-        T.IM_ROSTER_ADD_RESP: _result(_on_roster_answer),
-        T.IM_ROSTER_DEL_REQ: _result(_on_roster_delete),
-        T.IM_CHATROOM: _result(_on_chatroom),
-        T.IM_RECEIPT: _result(_on_receipt),
-        T.IM_RECALL: _result(_on_recall),
+        T.IM_MESSAGE_ACK: _on_client_ack,
+        T.IM_MESSAGE: _on_message,
+        T.IM_PRESENCE: _on_presence,
+        T.IM_ROSTER_ADD_REQ: _on_roster_add,
+        T.IM_ROSTER_ADD_RESP: _on_roster_answer,
+        T.IM_ROSTER_DEL_REQ: _on_roster_delete,
+        T.IM_CHATROOM: _on_chatroom,
+        T.IM_RECEIPT: _on_receipt,
+        T.IM_RECALL: _on_recall,
     }
-    del _result
 
 
 def _render_message(session: LongConnSession, data: dict) -> dict:
