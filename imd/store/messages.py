@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
-from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -312,6 +312,15 @@ def _chunks(items: list, size: int = _CHUNK):
         yield items[i : i + size]
 
 
+def _pairs_in(first, second, pairs: list[tuple]) -> tuple:
+    """
+    A condition matching (at least) the rows whose (first, second) is one
+    of C{pairs}.  Two plain IN lists, not a row-value IN, which SQLite
+    answers by scanning the table; callers keep only the exact pairs.
+    """
+    return first.in_({a for a, _ in pairs}), second.in_({b for _, b in pairs})
+
+
 def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     """
     Commit C{items} in one transaction with a few set-based statements;
@@ -321,9 +330,11 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     known: dict[tuple[str, str], Message] = {}
     keys = list(dict.fromkeys((it.sender, it.msgid) for it in items))
     for chunk in _chunks(keys):
-        for row in conn.execute(select(*_COLUMNS).where(tuple_(m.sender, m.msgid).in_(chunk))):
+        wanted = set(chunk)
+        for row in conn.execute(select(*_COLUMNS).where(*_pairs_in(m.sender, m.msgid, chunk))):
             message = _message(row)
-            known[(message.sender, message.msgid)] = message
+            if (message.sender, message.msgid) in wanted:
+                known[(message.sender, message.msgid)] = message
     if group:
         table, key, counter = s.groups, s.groups.c.gid, s.groups.c.last_seq
     else:
@@ -428,22 +439,18 @@ def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
     pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for chunk in _chunks(pairs):
-        for row in conn.execute(
-            select(m.id, m.to_uid, m.msgid, m.sender).where(tuple_(m.to_uid, m.msgid).in_(chunk))
-        ):
-            found.setdefault((row.to_uid, row.msgid), []).append((row.id, row.sender))
+        wanted = set(chunk)
+        for row in conn.execute(select(m.id, m.to_uid, m.msgid, m.sender).where(*_pairs_in(m.to_uid, m.msgid, chunk))):
+            if (row.to_uid, row.msgid) in wanted:
+                found.setdefault((row.to_uid, row.msgid), []).append((row.id, row.sender))
     results: list[int] = []
-    pairs_to_mark: dict[tuple[str, int], None] = {}
+    to_mark: dict[int, None] = {}
     for uid, msgid, sender in items:
         ids = [id_ for id_, by in found.get((uid, msgid), []) if sender is None or by == sender]
         results.append(len(ids))
-        pairs_to_mark.update(dict.fromkeys((uid, id_) for id_ in ids))
-    # One statement per chunk of rows, not one per row.
+        to_mark.update(dict.fromkeys(ids))
+    # A 1:1 message has one inbox row, its recipient's: its id finds it.
     inbox = s.inbox.c
-    for chunk in _chunks(list(pairs_to_mark)):
-        conn.execute(
-            update(s.inbox)
-            .where(tuple_(inbox.uid, inbox.message_id).in_(chunk), inbox.received.is_(False))
-            .values(received=True)
-        )
+    for chunk in _chunks(list(to_mark)):
+        conn.execute(update(s.inbox).where(inbox.message_id.in_(chunk), inbox.received.is_(False)).values(received=True))
     return results
