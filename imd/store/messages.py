@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -312,13 +312,17 @@ def _chunks(items: list, size: int = _CHUNK):
         yield items[i : i + size]
 
 
-def _pairs_in(first, second, pairs: list[tuple]) -> tuple:
+def _pairs_in(conn: Connection, first, second, pairs: list[tuple]) -> tuple:
     """
     A condition matching (at least) the rows whose (first, second) is one
-    of C{pairs}.  Two plain IN lists, not a row-value IN, which SQLite
-    answers by scanning the table; callers keep only the exact pairs.
+    of C{pairs}, in the form each database answers from the index: SQLite
+    scans the table for a row-value IN list but not for two plain IN
+    lists (callers keep only the exact pairs); Postgres is the other way
+    round.
     """
-    return first.in_({a for a, _ in pairs}), second.in_({b for _, b in pairs})
+    if conn.dialect.name == "sqlite":
+        return first.in_({a for a, _ in pairs}), second.in_({b for _, b in pairs})
+    return (tuple_(first, second).in_(pairs),)
 
 
 def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
@@ -331,7 +335,7 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     keys = list(dict.fromkeys((it.sender, it.msgid) for it in items))
     for chunk in _chunks(keys):
         wanted = set(chunk)
-        for row in conn.execute(select(*_COLUMNS).where(*_pairs_in(m.sender, m.msgid, chunk))):
+        for row in conn.execute(select(*_COLUMNS).where(*_pairs_in(conn, m.sender, m.msgid, chunk))):
             message = _message(row)
             if (message.sender, message.msgid) in wanted:
                 known[(message.sender, message.msgid)] = message
@@ -440,7 +444,7 @@ def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for chunk in _chunks(pairs):
         wanted = set(chunk)
-        for row in conn.execute(select(m.id, m.to_uid, m.msgid, m.sender).where(*_pairs_in(m.to_uid, m.msgid, chunk))):
+        for row in conn.execute(select(m.id, m.to_uid, m.msgid, m.sender).where(*_pairs_in(conn, m.to_uid, m.msgid, chunk))):
             if (row.to_uid, row.msgid) in wanted:
                 found.setdefault((row.to_uid, row.msgid), []).append((row.id, row.sender))
     results: list[int] = []
