@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
+from imd.channels.base import ChannelFactory, ChannelSession, FramedProtocol
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
 from imd.core import events, fields
@@ -26,116 +25,41 @@ from imd.core.groups import invite_data
 from imd.core.messages import message_data
 from imd.core.roster import request_data
 from imd.errors import IMError, InvalidField, InvalidToken
-from imd.hub.interfaces import RESYNC, Event, ISession
-from imd.idle import IdleSweeper
+from imd.hub.interfaces import RESYNC, Event
 from imd.wiretime import format_time
 
 log = Logger()
 
-# Frames waiting to be handled before the connection stops reading: a
-# client that floods is slowed down, not buffered without end.
-MAX_QUEUED = 64
 
 
-@implementer(ISession)
-class LongConnSession:
+class LongConnSession(ChannelSession):
     channel = "longconn"
 
-    def __init__(self, protocol: "LongConnProtocol", uid: str, resource: str) -> None:
-        self.protocol = protocol
-        self.uid = uid
-        self.resource = resource
-        self.show: str | None = None
 
-    def deliver(self, event: Event) -> None:
-        self.protocol.render(event)
-
-    def kick(self, reason: str) -> None:
-        self.protocol.kick(reason)
-
-
-class LongConnProtocol(Protocol):
+class LongConnProtocol(FramedProtocol):
     def __init__(self, server: Any) -> None:
-        self.server = server
-        config = server.config.longconn
-        self.decoder = FrameDecoder(config.max_frame)
-        self.idle_timeout = config.idle_timeout
-        self.session: LongConnSession | None = None
+        super().__init__(server)
+        self.decoder = FrameDecoder(server.config.longconn.max_frame)
         self.token: LiveToken | None = None
-        self._queue: list[tuple[int, bytes]] = []
-        self._busy = False
-        self._paused = False
-        self._closing = False
 
     # -- bytes in ---------------------------------------------------------
 
-    def connectionMade(self) -> None:
-        # Frames are small and answers awaited: Nagle's delay (up to 40 ms)
-        # would be all of the latency.
-        _no_delay(self.transport)
-        self.factory.idle.add(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._closing:
-            return
-        self.last_seen = self.server.reactor.seconds()
+    def frames(self, data: bytes) -> list | None:
         try:
-            frames = self.decoder.feed(data)
+            return self.decoder.feed(data)
         except FrameError as e:
             self._fail(0, "", str(e))
-            return
-        self._queue.extend(frames)
-        if len(self._queue) >= MAX_QUEUED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        self._next()
-
-    def _next(self) -> None:
-        while self._queue and not self._busy and not self._closing:
-            msgtype, payload = self._queue.pop(0)
-            try:
-                d = self._handle(msgtype, payload)
-            except Exception:
-                self._unexpected(Failure(), msgtype)
-                continue
-            if d is None:
-                # Answered at once: no Deferred to wait on.
-                continue
-            self._busy = True
-            d.addErrback(self._unexpected, msgtype)
-            d.addBoth(self._done)
-            if self._busy:
-                # Still waiting on the store: _done resumes the loop.
-                return
-        if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
-            self._paused = False
-            self.transport.resumeProducing()
-
-    def _done(self, _: Any) -> None:
-        self._busy = False
-        self._next()
-
-    def _unexpected(self, failure, msgtype: int) -> None:
-        log.failure("long connection: handling MsgType {msgtype}", failure, msgtype=msgtype)
-        self.server.metrics.errors.labels("longconn", "internal_error").inc()
-
-    def timeoutConnection(self) -> None:
-        log.info("long connection idle for {s} s; closing", s=self.idle_timeout)
-        self._close()
+            return None
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.factory.idle.discard(self)
-        self._closing = True
-        self._queue.clear()
         if self.session is not None:
-            self.server.hub.unregister(self.session)
             log.info("{uid}/{res} disconnected", uid=self.session.uid, res=self.session.resource)
+        super().connectionLost(reason)
 
     # -- frames out -------------------------------------------------------
 
     def send(self, msgtype: int, body: dict) -> None:
-        if not self._closing:
-            self.transport.write(encode(msgtype, body))
+        self.write(encode(msgtype, body))
 
     def ack(self, msgtype: int, msgid: Any, err: str = "", **extra: Any) -> None:
         body = {"type": str(msgtype), "msgid": msgid if isinstance(msgid, str) else str(msgid or ""), "err": err}
@@ -150,18 +74,13 @@ class LongConnProtocol(Protocol):
         """An error this connection cannot continue after: tell, then close."""
         self.server.metrics.errors.labels("longconn", "protocol_error").inc()
         self.ack(msgtype, msgid, message, code="protocol_error")
-        self._close()
-
-    def _close(self) -> None:
-        self._closing = True
-        self._queue.clear()
-        self.transport.loseConnection()
+        self.close()
 
     def kick(self, reason: str) -> None:
         self.send(T.IM_KICK, {"reason": reason})
         # The hub has already moved on to the session that replaced this one.
         self.session = None
-        self._close()
+        self.close()
 
     def render(self, event: Event) -> None:
         if event.kind == RESYNC and self.session is not None:
@@ -187,14 +106,15 @@ class LongConnProtocol(Protocol):
 
     # -- dispatch ---------------------------------------------------------
 
-    def _handle(self, msgtype: int, payload: bytes) -> Deferred | None:
+    def handle(self, frame: tuple[int, bytes]) -> Deferred | None:
         """Handle one frame; a Deferred when it waits on a service, else None."""
+        msgtype, payload = frame
         try:
             body = decode_body(payload)
         except ValueError as e:
             self._error(msgtype, "", InvalidField(str(e)))
             if self.session is None:
-                self._close()
+                self.close()
             return None
         msgid = body.get("msgid", "")
         if self.session is None:
@@ -262,7 +182,7 @@ class LongConnProtocol(Protocol):
         except IMError as e:
             self.server.metrics.errors.labels("longconn", e.code).inc()
             self.ack(T.IM_AUTH, msgid, e.message, code=e.code)
-            self._close()
+            self.close()
             return
         if self._closing:
             return
@@ -501,19 +421,8 @@ _RENDERERS: dict[str, Callable[[LongConnSession, dict], tuple[int, dict]]] = {
 }
 
 
-def _no_delay(transport: Any) -> None:
-    try:
-        transport.setTcpNoDelay(True)
-    except (AttributeError, OSError):
-        pass  # not TCP (a UNIX socket, a test transport)
+class LongConnFactory(ChannelFactory):
+    protocol_class = LongConnProtocol
 
-
-class LongConnFactory(Factory):
     def __init__(self, server: Any) -> None:
-        self.server = server
-        self.idle = IdleSweeper(server.reactor, server.config.longconn.idle_timeout)
-
-    def buildProtocol(self, addr: Any) -> LongConnProtocol:
-        protocol = LongConnProtocol(self.server)
-        protocol.factory = self
-        return protocol
+        super().__init__(server, server.config.longconn.idle_timeout)

@@ -18,10 +18,9 @@ import uuid
 from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks, succeed
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
+from imd.channels.base import ChannelFactory, ChannelSession, FramedProtocol
 from imd.core import events
 from imd.core.accounts import LiveToken
 from imd.core.groups import invite_data
@@ -29,12 +28,10 @@ from imd.core.messages import message_data
 from imd.core.roster import request_data
 from imd.crypto import CryptoError, decrypt, encrypt
 from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
-from imd.hub.interfaces import RESYNC, Event, ISession
-from imd.idle import IdleSweeper
+from imd.hub.interfaces import RESYNC, Event
 
 log = Logger()
 HEADER = struct.Struct(">H")
-MAX_QUEUED = 64
 BACKLOG_PAGE = 500
 MAX_BACKLOG_PAGES = 100
 
@@ -98,96 +95,36 @@ class Codec:
         return HEADER.pack(len(body)) + body
 
 
-@implementer(ISession)
-class SocketSession:
+class SocketSession(ChannelSession):
     channel = "socket"
 
-    def __init__(self, protocol: "SocketProtocol", uid: str) -> None:
-        self.protocol = protocol
-        self.uid = uid
-        # Each connection is its own resource: one user may bind several.
-        self.resource = f"socket-{protocol.client_id}"
-        self.show: str | None = "online"
 
-    def deliver(self, event: Event) -> None:
-        self.protocol.render(event)
-
-    def kick(self, reason: str) -> None:
-        self.protocol.kick(reason)
-
-
-class SocketProtocol(Protocol):
+class SocketProtocol(FramedProtocol):
     def __init__(self, server: Any) -> None:
-        self.server = server
+        super().__init__(server)
         config = server.config.socket
         self.decoder = FrameDecoder(config.max_frame)
         self.codec = Codec(config.aes_key.encode("utf-8"), config.encrypt)
-        self.idle_timeout = config.idle_timeout
         self.client_id = uuid.uuid4().hex
-        self.session: SocketSession | None = None
-        self._queue: list[bytes] = []
-        self._busy = False
-        self._paused = False
-        self._closing = False
         self._held: list[Event] | None = None
         self._last_received = succeed(None)
         self._token: LiveToken | None = None
 
     def connectionMade(self) -> None:
-        try:
-            # Small frames, answers awaited: no Nagle delay.
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            pass
-        self.factory.idle.add(self)
+        super().connectionMade()
         self.send({"action": "connect", "client_id": self.client_id})
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._closing:
-            return
-        self.last_seen = self.server.reactor.seconds()
+    def frames(self, data: bytes) -> list | None:
         try:
-            bodies = self.decoder.feed(data)
+            return self.decoder.feed(data)
         except FrameTooLarge as e:
             self.server.metrics.errors.labels("socket", "too_large").inc()
             self.send({"action": "", "status": "0000", "info": str(e), "code": "too_large"})
-            self._close()
-            return
-        self._queue.extend(bodies)
-        if len(self._queue) >= MAX_QUEUED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        self._next()
-
-    def _next(self) -> None:
-        # One frame at a time, so a client's messages keep their order.
-        while self._queue and not self._busy and not self._closing:
-            self._busy = True
-            d = self._handle(self._queue.pop(0))
-            d.addBoth(self._done)
-            if self._busy:
-                return
-        if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
-            self._paused = False
-            self.transport.resumeProducing()
-
-    def _done(self, _: Any) -> None:
-        self._busy = False
-        self._next()
-
-    def timeoutConnection(self) -> None:
-        self._close()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.factory.idle.discard(self)
-        self._closing = True
-        self._queue.clear()
-        if self.session is not None:
-            self.server.hub.unregister(self.session)
+            self.close()
+            return None
 
     def send(self, obj: dict[str, Any]) -> None:
-        if not self._closing:
-            self.transport.write(self.codec.encode(obj))
+        self.write(self.codec.encode(obj))
 
     def reply(self, action: Any, data: Any) -> None:
         self.send({"action": action, "status": "1111", "data": data})
@@ -196,18 +133,13 @@ class SocketProtocol(Protocol):
         self.server.metrics.errors.labels("socket", error.code).inc()
         self.send({"action": action if isinstance(action, str) else "", "status": "0000", "info": error.message, "code": error.code})
 
-    def _close(self) -> None:
-        self._closing = True
-        self._queue.clear()
-        self.transport.loseConnection()
-
     def kick(self, reason: str) -> None:
         self.send({"action": "kick", "info": reason})
         self.session = None
-        self._close()
+        self.close()
 
     @inlineCallbacks
-    def _handle(self, body: bytes):
+    def handle(self, body: bytes):
         action = ""
         try:
             request = self.codec.decode(body)
@@ -258,7 +190,8 @@ class SocketProtocol(Protocol):
             if claimed not in (None, "") and str(claimed) != uid:
                 raise Forbidden("user_id is not the token's user")
             self._token = LiveToken(self.server.accounts, request.get("token"), self.server.reactor)
-            self.session = SocketSession(self, uid)
+            # Each connection is its own resource: one user may bind several.
+            self.session = SocketSession(self, uid, f"socket-{self.client_id}", "online")
             self.server.hub.register(self.session)
             log.info("{uid} bound on the binary socket", uid=uid)
             return {"client_id": self.client_id, "user_id": uid}
@@ -353,8 +286,7 @@ class SocketProtocol(Protocol):
             # QID history have the text.
             push.update(content="", truncated=True)
             frame = self.codec.encode(push)
-        if not self._closing:
-            self.transport.write(frame)
+        self.write(frame)
         if event.kind == events.MESSAGE:
             self._received(event.data)
 
@@ -425,12 +357,8 @@ _RENDERERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-class SocketFactory(Factory):
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.idle = IdleSweeper(server.reactor, server.config.socket.idle_timeout)
+class SocketFactory(ChannelFactory):
+    protocol_class = SocketProtocol
 
-    def buildProtocol(self, addr: Any) -> SocketProtocol:
-        protocol = SocketProtocol(self.server)
-        protocol.factory = self
-        return protocol
+    def __init__(self, server: Any) -> None:
+        super().__init__(server, server.config.socket.idle_timeout)

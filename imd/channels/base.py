@@ -1,0 +1,153 @@
+# -*- test-case-name: tests.test_longconn,tests.test_socket -*-
+"""
+What every connection-oriented channel does the same way, whatever its
+wire format: one frame handled at a time (so a client's messages keep
+their order), reading paused while too many frames wait, idle connections
+closed, and a session the hub can deliver to or kick.
+
+This module holds no wire format and no rule; a channel subclasses
+L{FramedProtocol} and L{ChannelSession}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from imd.hub.interfaces import Event, ISession
+from imd.idle import IdleSweeper
+
+log = Logger()
+# Frames waiting to be handled before the connection stops reading: a
+# client that floods is slowed down, not buffered without end.
+MAX_QUEUED = 64
+
+
+@implementer(ISession)
+class ChannelSession:
+    channel = ""
+
+    def __init__(self, protocol: "FramedProtocol", uid: str, resource: str, show: str | None = None) -> None:
+        self.protocol = protocol
+        self.uid = uid
+        self.resource = resource
+        self.show = show
+
+    def deliver(self, event: Event) -> None:
+        self.protocol.render(event)
+
+    def kick(self, reason: str) -> None:
+        self.protocol.kick(reason)
+
+
+class FramedProtocol(Protocol):
+    """
+    A subclass implements C{frames(data)} (split bytes into frames, raise
+    to close), C{handle(frame)} (a Deferred while it waits on a service,
+    else None), C{render(event)} and C{kick(reason)}.
+    """
+
+    session: ChannelSession | None = None
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self._queue: list[Any] = []
+        self._busy = False
+        self._paused = False
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        try:
+            # Frames are small and answers awaited: Nagle's delay (up to
+            # 40 ms) would be all of the latency.
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass  # not TCP
+        self.factory.idle.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.last_seen = self.server.reactor.seconds()
+        frames = self.frames(data)
+        if frames is None:
+            return
+        self._queue.extend(frames)
+        if len(self._queue) >= MAX_QUEUED and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._next()
+
+    def _next(self) -> None:
+        while self._queue and not self._busy and not self._closing:
+            frame = self._queue.pop(0)
+            try:
+                d = self.handle(frame)
+            except Exception:
+                self._unexpected(Failure())
+                continue
+            if d is None:
+                # Answered at once: nothing to wait for.
+                continue
+            self._busy = True
+            d.addErrback(self._unexpected)
+            d.addBoth(self._done)
+            if self._busy:
+                # Still waiting on a service: _done resumes the loop.
+                return
+        if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _done(self, _: Any) -> None:
+        self._busy = False
+        self._next()
+
+    def _unexpected(self, failure: Failure) -> None:
+        channel = type(self.session).channel if self.session else type(self).__name__
+        log.failure("{channel}: handling a frame", failure, channel=channel)
+        self.server.metrics.errors.labels(channel, "internal_error").inc()
+
+    def timeoutConnection(self) -> None:
+        log.info("connection idle for {s} s; closing", s=self.factory.idle.timeout)
+        self.close()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.idle.discard(self)
+        self._closing = True
+        self._queue.clear()
+        if self.session is not None:
+            self.server.hub.unregister(self.session)
+
+    def close(self) -> None:
+        self._closing = True
+        self._queue.clear()
+        self.transport.loseConnection()
+
+    def write(self, data: bytes) -> None:
+        if not self._closing:
+            self.transport.write(data)
+
+    def frames(self, data: bytes) -> list | None:
+        raise NotImplementedError
+
+    def handle(self, frame: Any) -> Deferred | None:
+        raise NotImplementedError
+
+
+class ChannelFactory(Factory):
+    protocol_class: type[FramedProtocol]
+
+    def __init__(self, server: Any, idle_timeout: float) -> None:
+        self.server = server
+        self.idle = IdleSweeper(server.reactor, idle_timeout)
+
+    def buildProtocol(self, addr: Any) -> FramedProtocol:
+        protocol = self.protocol_class(self.server)
+        protocol.factory = self
+        return protocol
