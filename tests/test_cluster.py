@@ -200,6 +200,23 @@ class ClusterTestsMixin(ServerTestMixin):
         self.assertEqual(a.metrics.redis_received._value.get(), before_a)
 
     @inlineCallbacks
+    def test_a_request_replayed_to_another_instance_is_refused(self):
+        import json
+        import time
+
+        from imd.signing import sign
+
+        a, b = self.cluster(sms={"required": False})
+        yield self.linked(a, b)
+        data = {"telephone": "13100000001", "password": "123456"}
+        t = int(time.time())
+        raw = json.dumps({"method": "com.user.register", "data": data, "_t": t, "sign": sign(data, str(t))}).encode()
+        _, reply, _ = yield self.http(a, "POST", "/", raw=raw)
+        self.assertEqual(reply["status"], "1111", reply)
+        _, reply, _ = yield self.http(b, "POST", "/", raw=raw)
+        self.assertEqual((reply["status"], reply["code"]), ("0000", "replayed_request"))
+
+    @inlineCallbacks
     def test_healthz_names_the_instance(self):
         (a,) = self.cluster(1)
         yield self.linked(a)

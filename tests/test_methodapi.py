@@ -37,22 +37,45 @@ class SigningTests(unittest.TestCase):
         guard = SignatureGuard(300, clock)
         data = {"password": "123456", "telephone": "13244556677", "sms_code": "123456"}
         good = "05391105E5EB97BF6CC9DA9F7F939E4C"
-        self.assertRaises(BadSignature, guard.check, data, "", 1495363260)
-        self.assertRaises(BadSignature, guard.check, data, None, 1495363260)
-        self.assertRaises(BadSignature, guard.check, data, good.replace("0", "1"), 1495363260)
-        self.assertRaises(BadSignature, guard.check, dict(data, password="x"), good, 1495363260)
-        self.assertRaises(InvalidField, guard.check, data, good, "soon")
-        self.assertRaises(InvalidField, guard.check, data, good, True)
+
+        def refused(error, *args):
+            self.failureResultOf(guard.check(*args), error)
+
+        refused(BadSignature, data, "", 1495363260)
+        refused(BadSignature, data, None, 1495363260)
+        refused(BadSignature, data, good.replace("0", "1"), 1495363260)
+        refused(BadSignature, dict(data, password="x"), good, 1495363260)
+        refused(InvalidField, data, good, "soon")
+        refused(InvalidField, data, good, True)
         clock.now += 301
-        self.assertRaises(StaleRequest, guard.check, data, good, 1495363260)
+        refused(StaleRequest, data, good, 1495363260)
         clock.now -= 301 * 2
-        self.assertRaises(StaleRequest, guard.check, data, good, 1495363260)
+        refused(StaleRequest, data, good, 1495363260)
         clock.now = 1495363260 + 10
-        guard.check(data, good.lower(), "1495363260")
-        self.assertRaises(ReplayedRequest, guard.check, data, good, 1495363260)
+        self.successResultOf(guard.check(data, good.lower(), "1495363260"))
+        refused(ReplayedRequest, data, good, 1495363260)
+        # Another method with the same data is not a replay.
+        self.successResultOf(guard.check(data, good, 1495363260, "com.user.register"))
         # Once the window has passed, the sign is forgotten and the request is stale anyway.
         clock.now += 1000
-        self.assertRaises(StaleRequest, guard.check, data, good, 1495363260)
+        refused(StaleRequest, data, good, 1495363260)
+
+    def test_shared_claim(self):
+        """A request already claimed elsewhere (another instance) is a replay."""
+        from twisted.internet.defer import succeed
+
+        claims = set()
+
+        def claim(key, ttl):
+            first = key not in claims
+            claims.add(key)
+            return succeed(first)
+
+        data = {"password": "123456", "telephone": "13244556677", "sms_code": "123456"}
+        one = SignatureGuard(300, FakeClock(1495363260), claim)
+        other = SignatureGuard(300, FakeClock(1495363260), claim)
+        self.successResultOf(one.check(data, "05391105E5EB97BF6CC9DA9F7F939E4C", 1495363260))
+        self.failureResultOf(other.check(data, "05391105E5EB97BF6CC9DA9F7F939E4C", 1495363260), ReplayedRequest)
 
 
 class MethodApiTestsMixin(LongConnTestMixin):

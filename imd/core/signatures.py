@@ -7,11 +7,14 @@ within that window.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from imd.errors import BadSignature, InvalidField, ReplayedRequest, StaleRequest
+from twisted.internet.defer import Deferred, fail, succeed
+
+from imd.errors import BadSignature, IMError, InvalidField, ReplayedRequest, StaleRequest
 from imd.signing import sign as compute_sign
 
 # Signs remembered at most; past this a flood of valid requests evicts the
@@ -20,21 +23,44 @@ MAX_REMEMBERED = 1_000_000
 
 
 class SignatureGuard:
-    def __init__(self, window: int, clock: Any) -> None:
+    """
+    C{claim(key, ttl)}, when given, is asked once per good request and
+    fires True only the first time a key is claimed anywhere: the hub's
+    C{claim_once}, so that a request replayed to another instance of a
+    cluster is refused too.
+    """
+
+    def __init__(self, window: int, clock: Any, claim: Callable[[str, int], Deferred] | None = None) -> None:
         self._window = window
         self._clock = clock
+        self._claim = claim
         self._seen: set[str] = set()
         self._expiry: deque[tuple[float, str]] = deque()
 
-    def check(self, data: Mapping[str, Any], sign: Any, t: Any, method: str = "") -> None:
+    def check(self, data: Mapping[str, Any], sign: Any, t: Any, method: str = "") -> Deferred:
         """
-        Raise unless C{sign} signs C{data} at C{t}, C{t} is within the
+        Fail unless C{sign} signs C{data} at C{t}, C{t} is within the
         window, and C{sign} is new for C{method}.  A good sign is
         remembered, so the same request cannot be played again while its
         C{t} is valid.  The seed's sign does not cover the method, so two
         methods with the same data in the same second (register, then log
         in) would otherwise look like a replay.
         """
+        try:
+            key = self._check_here(data, sign, t, method)
+        except IMError:
+            return fail()
+        if self._claim is None:
+            return succeed(None)
+        d = self._claim("replay:" + hashlib.sha256(key.encode()).hexdigest(), 2 * self._window)
+
+        def claimed(first: bool) -> None:
+            if not first:
+                raise ReplayedRequest()
+
+        return d.addCallback(claimed)
+
+    def _check_here(self, data: Mapping[str, Any], sign: Any, t: Any, method: str) -> str:
         if not isinstance(sign, str) or not sign:
             raise BadSignature("the request is not signed")
         if isinstance(t, bool) or not isinstance(t, (int, str)) or not str(t).isdigit():
@@ -53,6 +79,7 @@ class SignatureGuard:
         self._expiry.append((int(t) + self._window, key))
         if len(self._expiry) > MAX_REMEMBERED:
             self._seen.discard(self._expiry.popleft()[1])
+        return key
 
     def _forget(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] < now:

@@ -168,7 +168,7 @@ class MethodApi:
         self.max_body = server.config.http.max_body
         from imd.core.signatures import SignatureGuard
 
-        self.guard = SignatureGuard(server.config.auth.sign_window, server.reactor)
+        self.guard = SignatureGuard(server.config.auth.sign_window, server.reactor, server.hub.claim_once)
 
     @inlineCallbacks
     def handle(self, request):
@@ -185,7 +185,7 @@ class MethodApi:
             raise InvalidField(f"unknown method {name!r}")
         authenticated, handler = entry
         data = envelope["data"]
-        self.guard.check(data, envelope.get("sign"), envelope.get("_t"), name)
+        yield self.guard.check(data, envelope.get("sign"), envelope.get("_t"), name)
         uid = None
         if authenticated:
             token = envelope.get("token") or data.get("token")

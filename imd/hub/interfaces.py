@@ -66,6 +66,9 @@ class IHub(Interface):
         C{exclude} (only to sessions named C{resource}, when given).
         """
 
+    def claim_once(key: str, ttl: int) -> Any:
+        """Deferred True if C{key} is claimed for the first time (within C{ttl} s) anywhere."""
+
     def set_show(session: ISession, show: str | None) -> None:
         """Record C{session}'s presence (None: invisible)."""
 

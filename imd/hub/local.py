@@ -97,6 +97,14 @@ class LocalHub:
                         resource=session.resource,
                     )
 
+    def claim_once(self, key: str, ttl: int) -> "Deferred[bool]":
+        """
+        Whether C{key} is claimed here for the first time within C{ttl} s.
+        One process remembers for itself (see SignatureGuard), so the
+        in-process hub grants every claim; a clustered hub asks Redis.
+        """
+        return succeed(True)
+
     def set_show(self, session: ISession, show: str | None) -> None:
         session.show = show
 

@@ -240,6 +240,23 @@ class RedisHub(LocalHub):
             d = self._redis.hdel(self._presence_key(session.uid), self._field(session))
             d.addErrback(lambda f: log.failure("hub: removing presence", f))
 
+    def claim_once(self, key: str, ttl: int) -> "defer.Deferred[bool]":
+        """
+        C{SET NX EX} in Redis: True only for the first instance to claim
+        C{key}.  While Redis is away every claim is granted, and each
+        instance's own memory still refuses what it has seen itself.
+        """
+        if not self._publisher_ready:
+            return defer.succeed(True)
+        d = self._redis.set(f"{self.prefix}:once:{key}", self.instance, expire=ttl, only_if_not_exists=True)
+        d.addCallback(bool)
+
+        def unreachable(failure) -> bool:
+            log.failure("hub: claiming {key}", failure, key=key)
+            return True
+
+        return d.addErrback(unreachable)
+
     def set_show(self, session: ISession, show: str | None) -> None:
         session.show = show
         self._write_presence(session)
