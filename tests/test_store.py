@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import insert, select
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -428,3 +430,54 @@ class SQLiteDatabaseTests(DatabaseMixin, SQLiteBackend, unittest.TestCase):
 
 class PostgresDatabaseTests(DatabaseMixin, PostgresBackend, unittest.TestCase):
     pass
+
+
+class RetryTests(unittest.TestCase):
+    """A transaction Postgres aborted as a deadlock is run again; other errors are not."""
+
+    def setUp(self):
+        from imd.store.database import Database
+
+        self.db = Database(f"sqlite:///{os.path.abspath(self.mktemp())}.sqlite3", reactor=reactor)
+
+    def aborted(self, sqlstate):
+        from sqlalchemy.exc import OperationalError
+
+        class Orig(Exception):
+            pass
+
+        orig = Orig("aborted")
+        orig.sqlstate = sqlstate
+        return OperationalError("SELECT 1", {}, orig)
+
+    def test_deadlock_retried(self):
+        calls = []
+
+        def fn(conn):
+            calls.append(1)
+            if len(calls) < 3:
+                raise self.aborted("40P01")
+            return "done"
+
+        self.assertEqual(self.db.run_sync("t", fn), "done")
+        self.assertEqual(len(calls), 3)
+
+    def test_gives_up(self):
+        from sqlalchemy.exc import OperationalError
+
+        def fn(conn):
+            raise self.aborted("40001")
+
+        self.assertRaises(OperationalError, self.db.run_sync, "t", fn)
+
+    def test_other_errors_not_retried(self):
+        from sqlalchemy.exc import OperationalError
+
+        calls = []
+
+        def fn(conn):
+            calls.append(1)
+            raise self.aborted("08006")
+
+        self.assertRaises(OperationalError, self.db.run_sync, "t", fn)
+        self.assertEqual(len(calls), 1)

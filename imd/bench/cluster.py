@@ -52,7 +52,8 @@ class _Child(ProcessProtocol):
         self.output = bytearray()
 
     def outReceived(self, data: bytes) -> None:
-        self.output += data[-65536:]
+        self.output += data
+        del self.output[:-65536]
 
     errReceived = outReceived
 
@@ -205,6 +206,11 @@ def run(reactor, args) -> dict:
             "per_instance": rows,
             "broadcast_design_share": 1.0,
         }
+    except BaseException:
+        for i, child in enumerate(children):
+            sys.stderr.write(f"--- instance bench{i}, last lines of its log\n")
+            sys.stderr.write(bytes(child.output[-4000:]).decode(errors="replace") + "\n")
+        raise
     finally:
         for client in clients:
             client.transport.loseConnection()

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -24,6 +25,10 @@ from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
 log = Logger()
+# Postgres' deadlock_detected and serialization_failure: the transaction
+# was rolled back whole and may simply be run again.
+RETRY_SQLSTATES = ("40P01", "40001")
+RETRIES = 3
 
 
 class Observer(Protocol):
@@ -140,14 +145,24 @@ class Database:
         )
 
     def run_sync(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """The body of L{run}, for a caller already off the reactor thread."""
+        """
+        The body of L{run}, for a caller already off the reactor thread.
+        A transaction the database aborted as a deadlock or a serialization
+        failure is run again (it wrote nothing), a few times.
+        """
         started = time.perf_counter()
         ok = False
         try:
-            with self.engine.begin() as conn:
-                result = fn(conn, *args, **kwargs)
-            ok = True
-            return result
+            for attempt in range(1, RETRIES + 1):
+                try:
+                    with self.engine.begin() as conn:
+                        result = fn(conn, *args, **kwargs)
+                    ok = True
+                    return result
+                except OperationalError as e:
+                    if attempt == RETRIES or getattr(e.orig, "sqlstate", None) not in RETRY_SQLSTATES:
+                        raise
+                    log.info("store: {name} aborted ({error}); trying again", name=name, error=type(e.orig).__name__)
         finally:
             if self._observer is not None:
                 self._observer(name, time.perf_counter() - started, ok)

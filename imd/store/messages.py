@@ -348,7 +348,11 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     for chunk in _chunks(targets):
         # Locked in a fixed order, so two instances' batches never deadlock;
         # the lock orders writers per inbox (or group), see users.inbox_seq.
-        query = select(key, counter).where(key.in_(chunk)).order_by(key).with_for_update()
+        # NO KEY UPDATE: inserting a message takes a key-share lock on its
+        # sender's row (the foreign key), which plain FOR UPDATE would
+        # block, and two batches sending to each other's users would
+        # deadlock.
+        query = select(key, counter).where(key.in_(chunk)).order_by(key).with_for_update(key_share=True)
         seqs.update({k: v for k, v in conn.execute(query)})
     now = items[0].now()
     new: list[tuple[int, dict, int]] = []
