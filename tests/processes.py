@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -21,6 +20,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
+
+from imd.bench.server import free_ports  # noqa: F401 (tests import it from here)
 
 # twisted.scripts.twistd has no __main__ block, so "python -m
 # twisted.scripts.twistd" would silently do nothing; this is what the
@@ -99,20 +100,6 @@ def spawn(testcase: unittest.TestCase, args: list[str], env: dict, cwd: str) -> 
 
     testcase.addCleanup(kill)
     return child
-
-
-def free_ports(n: int) -> list[int]:
-    """C{n} distinct loopback ports nothing listens on right now."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            sockets.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def listener_env(ports: list[int]) -> dict:

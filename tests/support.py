@@ -12,18 +12,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import secrets
 from typing import Any
 
 import treq
-from sqlalchemy import create_engine, text
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks, returnValue
 from twisted.trial import unittest
 
 from imd.config import Config
 from imd.server import Server
-from imd.store.database import normalize_url
+from imd.bench.server import free_ports
+from imd.store.scratch import scratch_schema
 
 POSTGRES_URL = os.environ.get("IMD_TEST_POSTGRES_URL") or None
 REDIS_URL = os.environ.get("IMD_TEST_REDIS_URL") or None
@@ -38,19 +37,9 @@ def sqlite_url(testcase: unittest.TestCase) -> str:
 
 def postgres_url(testcase: unittest.TestCase) -> str:
     """A URL whose search_path is a new, empty schema, dropped after the test."""
-    schema = f"imd_test_{os.getpid()}_{next(_schemas)}_{secrets.token_hex(3)}"
-    admin = create_engine(normalize_url(POSTGRES_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
+    url, drop = scratch_schema(POSTGRES_URL, f"imd_test_{os.getpid()}_{next(_schemas)}")
     testcase.addCleanup(drop)
-    url = normalize_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
+    return url
 
 
 class SQLiteBackend:
@@ -172,11 +161,7 @@ def free_port() -> int:
     A loopback TCP port nothing listens on right now, for a child process
     that cannot report the port 0 gave it.
     """
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class LongConnTestMixin(ServerTestMixin):

@@ -23,27 +23,17 @@ import os
 import random
 import re
 import secrets
-import socket
 import sys
 import tempfile
 import time
 
-from sqlalchemy import create_engine, text
 from twisted.internet import defer, task
 from twisted.internet.protocol import ProcessProtocol
 
+from imd.bench.server import free_ports
+from imd.store.scratch import scratch_schema
+
 TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class _Child(ProcessProtocol):
@@ -59,13 +49,6 @@ class _Child(ProcessProtocol):
 
     def processEnded(self, reason) -> None:
         self.ended.callback(None)
-
-
-def _schema_url(database: str, schema: str) -> str:
-    from imd.store.database import normalize_url
-
-    url = normalize_url(database).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
 
 
 def _populate(url: str, n: int) -> dict[str, str]:
@@ -105,13 +88,7 @@ def run(reactor, args) -> dict:
 
     from imd.client import connect
 
-    schema = f"imd_bench_{secrets.token_hex(4)}"
-    from imd.store.database import normalize_url
-
-    admin = create_engine(normalize_url(args.database))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = _schema_url(args.database, schema)
+    url, drop_schema = scratch_schema(args.database, "imd_bench")
     children: list[_Child] = []
     clients = []
     try:
@@ -119,7 +96,7 @@ def run(reactor, args) -> dict:
         prefix = f"imdbench{secrets.token_hex(4)}"
         instances = []
         for i in range(args.instances):
-            http, longconn = _free_ports(2)
+            http, longconn = free_ports(2)
             env = {k: v for k, v in os.environ.items() if not k.startswith("IMD_")}
             env.update(
                 PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
@@ -221,9 +198,7 @@ def run(reactor, args) -> dict:
                 pass
         for child in children:
             yield child.ended
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema()
 
 
 def _acker(client):

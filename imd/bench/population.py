@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 from sqlalchemy import delete, insert, text
 
 from imd.store import schema as s
-from imd.store.database import create_imd_engine, normalize_url
+from imd.store.database import create_imd_engine
 
 PASSWORD = "bench-password"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -157,17 +157,7 @@ def fresh_database(kind: str) -> tuple[str, str, Callable[[], None]]:
         return kind, "sqlite", lambda: None
     else:
         raise ValueError(f"--database must be sqlite, postgres or a postgresql:// URL, not {kind!r}")
-    from sqlalchemy import create_engine
+    from imd.store.scratch import scratch_schema
 
-    schema = f"imd_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(normalize_url(base))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-    url = normalize_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False), "postgresql", drop
+    url, drop = scratch_schema(base, f"imd_bench_{os.getpid()}")
+    return url, "postgresql", drop
