@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
+from imd.core.signatures import SignatureGuard
 from imd.crypto import CryptoError, decrypt
 from imd.errors import BadRequest, Forbidden, IMError, InvalidField, TooLarge
 from imd.http.util import write_json
@@ -166,8 +167,6 @@ class MethodApi:
         self.server = server
         self.key = server.config.socket.aes_key.encode("utf-8")
         self.max_body = server.config.http.max_body
-        from imd.core.signatures import SignatureGuard
-
         self.guard = SignatureGuard(server.config.auth.sign_window, server.reactor, server.hub.claim_once)
 
     @inlineCallbacks

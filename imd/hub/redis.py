@@ -282,12 +282,17 @@ class RedisHub(LocalHub):
         # other instance holds one.
         d = self.remote_sessions(uid)
 
+        def unknown(failure) -> list:
+            # Cannot tell: better to say offline than to stay silent.
+            log.failure("hub: presence of {uid}", failure, uid=uid)
+            return []
+
         def tell(remote: list) -> None:
             if not remote:
                 LocalHub._notify(self, uid, False)
 
+        d.addErrback(unknown)
         d.addCallback(tell)
-        d.addErrback(lambda f: (log.failure("hub: presence of {uid}", f, uid=uid), LocalHub._notify(self, uid, False)))
 
     # -- presence across instances ----------------------------------------
 
