@@ -34,7 +34,10 @@ class Batcher:
         db: Database,
         name: str,
         fn: Callable[[Any, Sequence[Any]], list[Any]],
-        max_batch: int = 512,
+        # Large: a connection pipelines its messages, so under load a
+        # batch holds several per user, and bigger ones commit more
+        # messages per page written.
+        max_batch: int = 4096,
     ) -> None:
         self._db = db
         self._name = name

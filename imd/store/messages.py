@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
-from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from imd.store import schema as s
 from imd.store.batch import Batcher
 from imd.store.database import Database
+from imd.store.raw import Raw, chunks, values
 
 m = s.messages.c
 
@@ -303,26 +304,24 @@ class _Send:
     now: Callable[[], int]
 
 
-# Rows per IN (...) list: well under every backend's parameter limit.
-_CHUNK = 400
+_SELECT = "SELECT " + ", ".join("m." + f for f in Message.__dataclass_fields__)
+_INSERT = "INSERT INTO messages (msgid, sender, sender_res, to_uid, gid, group_seq, kind, body, client_time, created_at) "
 
 
-def _chunks(items: list, size: int = _CHUNK):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _pairs_in(conn: Connection, first, second, pairs: list[tuple]) -> tuple:
+def _joined(raw: Raw, select: str, column: str, pairs: list[tuple[str, str]]) -> list[tuple]:
     """
-    A condition matching (at least) the rows whose (first, second) is one
-    of C{pairs}, in the form each database answers from the index: SQLite
-    scans the table for a row-value IN list but not for two plain IN
-    lists (callers keep only the exact pairs); Postgres is the other way
-    round.
+    The rows of C{select} whose (C{column}, msgid) is one of C{pairs}.  A
+    join on a VALUES list is answered from the (C{column}, msgid) index on
+    both databases, one probe per pair, where SQLite would probe every
+    combination of two IN lists and Postgres without statistics scans.
     """
-    if conn.dialect.name == "sqlite":
-        return first.in_({a for a, _ in pairs}), second.in_({b for _, b in pairs})
-    return (tuple_(first, second).in_(pairs),)
+    rows: list[tuple] = []
+    for chunk in chunks(pairs):
+        rows += raw.rows(
+            f"WITH k(a, b) AS ({values(len(chunk), 2)}) {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b",
+            [p for pair in chunk for p in pair],
+        )
+    return rows
 
 
 def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
@@ -330,34 +329,31 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     Commit C{items} in one transaction with a few set-based statements;
     one result per item, as L{MessageStore.send_direct} describes.
     """
+    raw = Raw(conn)
     results: list[Any] = [None] * len(items)
     known: dict[tuple[str, str], Message] = {}
-    keys = list(dict.fromkeys((it.sender, it.msgid) for it in items))
-    for chunk in _chunks(keys):
-        wanted = set(chunk)
-        for row in conn.execute(select(*_COLUMNS).where(*_pairs_in(conn, m.sender, m.msgid, chunk))):
-            message = _message(row)
-            if (message.sender, message.msgid) in wanted:
-                known[(message.sender, message.msgid)] = message
+    for row in _joined(raw, _SELECT, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
+        known[(row[2], row[1])] = Message(*row)
     if group:
-        table, key, counter = s.groups, s.groups.c.gid, s.groups.c.last_seq
+        table, key, counter = "groups", "gid", "last_seq"
     else:
-        table, key, counter = s.users, s.users.c.uid, s.users.c.inbox_seq
+        table, key, counter = "users", "uid", "inbox_seq"
     targets = sorted({it.target for it in items if (it.sender, it.msgid) not in known})
     seqs: dict[str, int] = {}
-    for chunk in _chunks(targets):
-        # Locked in a fixed order, so two instances' batches never deadlock;
-        # the lock orders writers per inbox (or group), see users.inbox_seq.
-        # NO KEY UPDATE: inserting a message takes a key-share lock on its
-        # sender's row (the foreign key), which plain FOR UPDATE would
-        # block, and two batches sending to each other's users would
-        # deadlock.
-        query = select(key, counter).where(key.in_(chunk)).order_by(key).with_for_update(key_share=True)
-        seqs.update({k: v for k, v in conn.execute(query)})
+    # Locked in a fixed order, so two instances' batches never deadlock;
+    # the lock orders writers per inbox (or group), see users.inbox_seq.
+    # NO KEY UPDATE: inserting a message takes a key-share lock on its
+    # sender's row (the foreign key), which plain FOR UPDATE would block,
+    # and two batches sending to each other's users would deadlock.
+    lock = " FOR NO KEY UPDATE" if raw.postgres else ""
+    for chunk in chunks(targets):
+        marks = ", ".join("?" * len(chunk))
+        seqs.update(raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks}) ORDER BY {key}{lock}", chunk))
     now = items[0].now()
-    new: list[tuple[int, dict, int]] = []
+    new: list[tuple[int, tuple, int]] = []
     first_of: dict[tuple[str, str], int] = {}
     repeats: list[tuple[int, int]] = []
+    last: dict[str, int] = {}
     for i, it in enumerate(items):
         k = (it.sender, it.msgid)
         if k in known:
@@ -366,42 +362,34 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
             # The same msgid twice in one batch: a resend racing its original.
             repeats.append((i, first_of[k]))
         elif it.target in seqs:
-            seqs[it.target] += 1
-            values = dict(
-                msgid=it.msgid,
-                sender=it.sender,
-                sender_res=it.sender_res,
-                to_uid=None if group else it.target,
-                gid=it.target if group else None,
-                group_seq=seqs[it.target] if group else None,
-                kind=it.kind,
-                body=it.body,
-                client_time=it.client_time,
-                created_at=now,
-            )
+            seq = seqs[it.target] = last[it.target] = seqs[it.target] + 1
+            if group:
+                row = (it.msgid, it.sender, it.sender_res, None, it.target, seq)
+            else:
+                row = (it.msgid, it.sender, it.sender_res, it.target, None, None)
             first_of[k] = len(new)
-            new.append((i, values, seqs[it.target]))
+            new.append((i, row + (it.kind, it.body, it.client_time, now), seq))
     if new:
-        ids = conn.execute(
-            insert(s.messages).returning(m.id, sort_by_parameter_order=True),
-            [values for _, values, _ in new],
-        ).scalars().all()
+        ids: dict[tuple[str, str], int] = {}
+        for chunk in chunks(new):
+            # RETURNING promises no row order: ids are matched by key.
+            for id_, sender, msgid in raw.rows(
+                _INSERT + values(len(chunk), 10) + " RETURNING id, sender, msgid",
+                [v for _, row, _ in chunk for v in row],
+            ):
+                ids[(sender, msgid)] = id_
+        stored = [(i, Message(ids[(row[1], row[0])], *row, None), seq) for i, row, seq in new]
         if not group:
-            conn.execute(
-                insert(s.inbox),
-                [dict(uid=v["to_uid"], seq=seq, message_id=id_) for (_, v, seq), id_ in zip(new, ids)],
+            raw.executemany(
+                "INSERT INTO inbox (uid, seq, message_id) VALUES (?, ?, ?)",
+                [(message.to_uid, seq, message.id) for _, message, seq in stored],
             )
-        last = {}
-        for _, values, seq in new:
-            last[values["gid"] if group else values["to_uid"]] = seq
-        conn.execute(
-            update(table).where(key == bindparam("b_key")).values({counter.name: bindparam("b_seq")}),
-            [{"b_key": k, "b_seq": v} for k, v in last.items()],
-        )
-        for (i, values, _), id_ in zip(new, ids):
-            results[i] = (Message(id=id_, recalled_at=None, **values), True)
+        raw.executemany(f"UPDATE {table} SET {counter} = ? WHERE {key} = ?", [(v, k) for k, v in last.items()])
+        for i, message, _ in stored:
+            results[i] = (message, True)
     for i, j in repeats:
         results[i] = (results[new[j][0]][0], False)
+    raw.close()
     return results
 
 
@@ -426,39 +414,35 @@ def _group_acked_many(conn: Connection, items: Sequence[_GroupAck]) -> None:
     targets: dict[tuple[str, str], int] = {}
     for uid, gid, seq in items:
         targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
+    raw = Raw(conn)
     last: dict[str, int] = {}
-    for chunk in _chunks(sorted({gid for _, gid in targets})):
-        last.update(conn.execute(select(s.groups.c.gid, s.groups.c.last_seq).where(s.groups.c.gid.in_(chunk))).all())
-    gm = s.group_members.c
-    rows = [
-        {"b_uid": uid, "b_gid": gid, "b_seq": min(seq, last.get(gid, 0))}
-        for (uid, gid), seq in targets.items()
-    ]
-    conn.execute(
-        update(s.group_members)
-        .where(gm.gid == bindparam("b_gid"), gm.uid == bindparam("b_uid"), gm.synced_seq < bindparam("b_seq"))
-        .values(synced_seq=bindparam("b_seq")),
-        rows,
-    )
+    for chunk in chunks(sorted({gid for _, gid in targets})):
+        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({', '.join('?' * len(chunk))})", chunk))
+    rows = []
+    for (uid, gid), seq in targets.items():
+        seq = min(seq, last.get(gid, 0))
+        rows.append((seq, gid, uid, seq))
+    raw.executemany("UPDATE group_members SET synced_seq = ? WHERE gid = ? AND uid = ? AND synced_seq < ?", rows)
+    raw.close()
 
 
 def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
     """Acknowledgements of many users in one transaction; see L{MessageStore.mark_received}."""
-    pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
+    raw = Raw(conn)
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for chunk in _chunks(pairs):
-        wanted = set(chunk)
-        for row in conn.execute(select(m.id, m.to_uid, m.msgid, m.sender).where(*_pairs_in(conn, m.to_uid, m.msgid, chunk))):
-            if (row.to_uid, row.msgid) in wanted:
-                found.setdefault((row.to_uid, row.msgid), []).append((row.id, row.sender))
+    pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
+    for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", "to_uid", pairs):
+        found.setdefault((to_uid, msgid), []).append((id_, sender))
     results: list[int] = []
     to_mark: dict[int, None] = {}
     for uid, msgid, sender in items:
-        ids = [id_ for id_, by in found.get((uid, msgid), []) if sender is None or by == sender]
+        ids = [id_ for id_, by in found.get((uid, msgid), ()) if sender is None or by == sender]
         results.append(len(ids))
         to_mark.update(dict.fromkeys(ids))
     # A 1:1 message has one inbox row, its recipient's: its id finds it.
-    inbox = s.inbox.c
-    for chunk in _chunks(list(to_mark)):
-        conn.execute(update(s.inbox).where(inbox.message_id.in_(chunk), inbox.received.is_(False)).values(received=True))
+    raw.executemany(
+        "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
+        [(id_,) for id_ in to_mark],
+    )
+    raw.close()
     return results

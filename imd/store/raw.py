@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+Hand-written SQL on the driver's own cursor, for the few statements every
+message runs.
+
+SQLAlchemy Core builds, caches and compiles a statement and wraps every row
+it returns; per statement that costs more Python than the database spends
+executing it, and on the store thread that Python holds the GIL the
+reactor needs.  The hot path of L{imd.store.messages} therefore writes its
+SQL once, in the dialect both SQLite and Postgres accept, and runs it on
+the DBAPI cursor of the connection the transaction already holds.
+Everything else in the store stays in Core.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy.engine import Connection
+
+# Rows per multi-row statement: 12 columns x 400 rows stays well under
+# SQLite's 32,766 bound parameters and Postgres' 65,535.
+CHUNK = 400
+
+
+@lru_cache(maxsize=256)
+def _format(sql: str) -> str:
+    # psycopg's placeholder; no statement here contains a literal %.
+    return sql.replace("?", "%s")
+
+
+@lru_cache(maxsize=64)
+def values(rows: int, width: int) -> str:
+    """C{VALUES (?, ?), (?, ?)} for C{rows} rows of C{width} parameters."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return "VALUES " + ", ".join([row] * rows)
+
+
+def chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Raw:
+    """The DBAPI cursor of C{conn}'s transaction, with C{?} placeholders on every driver."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.postgres = conn.dialect.name == "postgresql"
+        self._cursor = conn.connection.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.postgres:
+            sql = _format(sql)
+        self._cursor.execute(sql, params)
+        return self._cursor
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cursor.executemany(_format(sql) if self.postgres else sql, rows)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._cursor.close()
