@@ -260,6 +260,49 @@ class MessageTestsMixin(LongConnTestMixin):
         self.assertEqual(got, [str(i) for i in range(30)])
 
     @inlineCallbacks
+    def test_pipelined_frames_share_commits_and_are_answered_in_order(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        bob = yield self.user(server, "bob")
+        batcher = server.store.messages._direct
+        sizes = []
+        run = batcher._fn
+
+        def recording(conn, items):
+            sizes.append(len(items))
+            return run(conn, items)
+
+        self.patch(batcher, "_fn", recording)
+
+        frames = [
+            (T.IM_MESSAGE, {"msgid": "m0", "to": "bob", "body": "0"}),
+            (T.IM_MESSAGE, {"msgid": "bad id!", "to": "bob", "body": "x"}),
+            (T.IM_MESSAGE_ACK, {"type": str(T.IM_MESSAGE), "msgid": "none", "from": "bob"}),
+            (T.IM_MESSAGE, {"msgid": "m1", "to": "nobody", "body": "x"}),
+            # Not pipelined: handled once everything before it is answered.
+            (T.IM_MESSAGE, {"msgid": "g1", "gid": "nogroup", "body": "x"}),
+        ] + [(T.IM_MESSAGE, {"msgid": f"m{i}", "to": "bob", "body": str(i)}) for i in range(2, 12)]
+        frames.append((T.IM_PING, {}))
+        alice.send_raw(b"".join(encode(msgtype, body) for msgtype, body in frames))
+        yield alice.expect(T.IM_PING)
+        answers = [(body["msgid"], body.get("code", "")) for _, body in alice.take(T.IM_MESSAGE_ACK)]
+        self.assertEqual(
+            answers,
+            [("m0", ""), ("bad id!", "invalid_field"), ("m1", "not_found"), ("g1", "not_found")]
+            + [(f"m{i}", "") for i in range(2, 12)],
+        )
+        offline = yield server.messages.offline("bob")
+        self.assertEqual([m.body for m in offline], [str(i) for i in range(12) if i != 1])
+        # The ten messages after the group message did not wait a commit each.
+        self.assertLess(len(sizes), 10)
+        self.assertGreater(max(sizes), 1)
+        got = []
+        for _ in range(11):
+            _, body = yield bob.expect(T.IM_MESSAGE)
+            got.append(body["body"])
+        self.assertEqual(got, [str(i) for i in range(12) if i != 1])
+
+    @inlineCallbacks
     def test_friends_only(self):
         server = self.start_server(messages={"friends_only": True})
         alice = yield self.user(server, "alice")

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_longconn,tests.test_socket -*-
 """
 What every connection-oriented channel does the same way, whatever its
-wire format: one frame handled at a time (so a client's messages keep
-their order), reading paused while too many frames wait, idle connections
-closed, and a session the hub can deliver to or kick.
+wire format: frames handled and answered in the order they came (so a
+client's messages keep their order), reading paused while too many frames
+wait, idle connections closed, and a session the hub can deliver to or
+kick.
 
 This module holds no wire format and no rule; a channel subclasses
 L{FramedProtocol} and L{ChannelSession}.
@@ -11,9 +12,10 @@ L{FramedProtocol} and L{ChannelSession}.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,14 +52,26 @@ class FramedProtocol(Protocol):
     A subclass implements C{frames(data)} (split bytes into frames, raise
     to close), C{handle(frame)} (a Deferred while it waits on a service,
     else None), C{render(event)} and C{kick(reason)}.
+
+    A frame is handled once the one before it is answered, unless both
+    are I{pipelined}: a frame the subclass says a service commits in the
+    order of the calls (L{pipelined}).  Then the next one is handed to the
+    service at once, so one connection's messages share a commit instead
+    of waiting a commit each, and L{in_order} holds back each answer until
+    the earlier ones are written.
     """
 
     session: ChannelSession | None = None
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        self._queue: list[Any] = []
-        self._busy = False
+        self._queue: deque[Any] = deque()
+        # Frames handed to a service and not yet answered; when any are,
+        # whether they (and so the next frame) may overlap.
+        self._inflight = 0
+        self._pipelining = False
+        self._last: Deferred | None = None
+        self._looping = False
         self._paused = False
         self._closing = False
 
@@ -84,8 +98,22 @@ class FramedProtocol(Protocol):
         self._next()
 
     def _next(self) -> None:
-        while self._queue and not self._busy and not self._closing:
-            frame = self._queue.pop(0)
+        if self._looping:
+            # A frame answered at once inside the loop below: it goes on.
+            return
+        self._looping = True
+        try:
+            self._loop()
+        finally:
+            self._looping = False
+
+    def _loop(self) -> None:
+        while self._queue and not self._closing:
+            pipelined = self.pipelined(self._queue[0])
+            if self._inflight and not (pipelined and self._pipelining):
+                # _done resumes the loop.
+                break
+            frame = self._queue.popleft()
             try:
                 d = self.handle(frame)
             except Exception:
@@ -94,19 +122,45 @@ class FramedProtocol(Protocol):
             if d is None:
                 # Answered at once: nothing to wait for.
                 continue
-            self._busy = True
+            self._inflight += 1
+            self._pipelining = pipelined
+            self._last = d
             d.addErrback(self._unexpected)
             d.addBoth(self._done)
-            if self._busy:
-                # Still waiting on a service: _done resumes the loop.
-                return
         if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
             self._paused = False
             self.transport.resumeProducing()
 
     def _done(self, _: Any) -> None:
-        self._busy = False
+        self._inflight -= 1
         self._next()
+
+    def pipelined(self, frame: Any) -> bool:
+        """
+        Whether C{frame} may be handled while earlier pipelined frames
+        wait: only when its service commits calls in the order they are
+        made, whatever their timing.  Never, by default.
+        """
+        return False
+
+    def in_order(self, d: Deferred | None, result: Any = None) -> Deferred | None:
+        """
+        C{d} (a handler's Deferred, or None for C{result} at once), held
+        back until the frames handled before it are answered: a channel
+        answers through this, so its answers keep the order of the frames.
+        """
+        if not self._inflight:
+            return d
+        if d is None:
+            d = succeed(result)
+        held: Deferred = Deferred()
+
+        def release(passthrough: Any) -> Any:
+            d.chainDeferred(held)
+            return passthrough
+
+        self._last.addBoth(release)
+        return held
 
     def _unexpected(self, failure: Failure) -> None:
         channel = type(self.session).channel if self.session else type(self).__name__

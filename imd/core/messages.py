@@ -61,6 +61,16 @@ class MessageService:
         self._clock = clock
         self._metrics = metrics
 
+    @property
+    def direct_in_order(self) -> bool:
+        """
+        Whether 1:1 sends, L{acknowledge} and L{acknowledge_group} are
+        committed in the order they are called, even while earlier ones
+        are still in flight: they go straight to one queue of the store.
+        Not with C{friends_only}, where a send first looks up the roster.
+        """
+        return not self._config.friends_only
+
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
 

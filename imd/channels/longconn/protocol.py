@@ -3,16 +3,18 @@
 The long-connection channel: parses frames, calls one core service per
 frame, answers with IM_MESSAGE_ACK and renders hub events as frames.
 
-Frames of one connection are handled one after another, so a client's
-messages are committed, acknowledged and delivered in the order it sent
-them.
+Frames of one connection are handled and answered in order, so a
+client's messages are committed, acknowledged and delivered in the order
+it sent them.  1:1 messages and their acknowledgements are pipelined: the
+message service commits them in the order of the calls, so a connection
+hands it the next one without waiting for the commit of the last.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -46,10 +48,26 @@ class LongConnProtocol(FramedProtocol):
 
     def frames(self, data: bytes) -> list | None:
         try:
-            return self.decoder.feed(data)
+            # Lists: pipelined() keeps a decoded body in place of the bytes.
+            return [list(frame) for frame in self.decoder.feed(data)]
         except FrameError as e:
             self._fail(0, "", str(e))
             return None
+
+    def pipelined(self, frame: list) -> bool:
+        msgtype = frame[0]
+        if msgtype not in _PIPELINED or self.session is None or self.token.due():
+            return False
+        body = frame[1]
+        if not isinstance(body, dict):
+            try:
+                # Kept for handle(): a frame is decoded once.
+                body = frame[1] = decode_body(body)
+            except ValueError:
+                return False
+        if msgtype == T.IM_MESSAGE_ACK:
+            return str(body.get("type", "")) == str(T.IM_MESSAGE)
+        return self.server.messages.direct_in_order and not _is_group(body)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.session is not None:
@@ -106,11 +124,11 @@ class LongConnProtocol(FramedProtocol):
 
     # -- dispatch ---------------------------------------------------------
 
-    def handle(self, frame: tuple[int, bytes]) -> Deferred | None:
+    def handle(self, frame: list) -> Deferred | None:
         """Handle one frame; a Deferred when it waits on a service, else None."""
         msgtype, payload = frame
         try:
-            body = decode_body(payload)
+            body = payload if isinstance(payload, dict) else decode_body(payload)
         except ValueError as e:
             self._error(msgtype, "", InvalidField(str(e)))
             if self.session is None:
@@ -137,10 +155,9 @@ class LongConnProtocol(FramedProtocol):
 
     def _dispatch(self, handler: Callable, msgtype: int, msgid: Any, body: dict) -> Deferred | None:
         try:
-            d = handler(self, body)
+            d = self.in_order(handler(self, body))
         except Exception:
-            self._failed(Failure(), msgtype, msgid)
-            return None
+            d = self.in_order(fail())
         if d is None:
             self._answered(None, msgtype, msgid)
             return None
@@ -234,7 +251,7 @@ class LongConnProtocol(FramedProtocol):
 
     def _on_message(self, body: dict) -> Deferred:
         session = self.session
-        group = str(body.get("type", "0")) == "1" or bool(body.get("gid"))
+        group = _is_group(body)
         kwargs = dict(
             msgid=body.get("msgid"),
             body=body.get("body", ""),
@@ -323,6 +340,15 @@ class LongConnProtocol(FramedProtocol):
         T.IM_RECEIPT: _on_receipt,
         T.IM_RECALL: _on_recall,
     }
+
+
+def _is_group(body: dict) -> bool:
+    return str(body.get("type", "0")) == "1" or bool(body.get("gid"))
+
+
+# Committed by the message service in the order of the calls (a group
+# message first checks membership, so only its 1:1 kind qualifies).
+_PIPELINED = frozenset((T.IM_MESSAGE, T.IM_MESSAGE_ACK))
 
 
 def _render_message(session: LongConnSession, data: dict) -> dict:
