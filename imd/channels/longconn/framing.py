@@ -11,6 +11,8 @@ import json
 import struct
 from typing import Any
 
+import orjson
+
 HEADER = struct.Struct(">II")
 
 
@@ -19,7 +21,12 @@ class FrameError(Exception):
 
 
 def encode(msgtype: int, body: dict[str, Any]) -> bytes:
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # orjson: the same compact UTF-8 as json.dumps, several times faster.
+    try:
+        payload = orjson.dumps(body)
+    except TypeError:
+        # Beyond orjson: an integer over 64 bits, say.
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return HEADER.pack(4 + len(payload), msgtype) + payload
 
 
@@ -53,14 +60,15 @@ class FrameDecoder:
 
 def decode_body(payload: bytes) -> dict[str, Any]:
     """The JSON object of a frame; ValueError says what is wrong with it."""
+    if not payload.strip():
+        return {}
     try:
-        body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-    except UnicodeDecodeError:
-        raise ValueError("the frame body is not UTF-8") from None
-    except json.JSONDecodeError as e:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        # orjson tells a body that is not UTF-8 among its other errors.
+        if "utf-8" in e.msg.lower():
+            raise ValueError("the frame body is not UTF-8") from None
         raise ValueError(f"the frame body is not JSON: {e.msg}") from None
-    except RecursionError:
-        raise ValueError("the frame body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ValueError("the frame body must be a JSON object")
     return body
