@@ -225,14 +225,15 @@ def _source() -> dict:
         try:
             return subprocess.run(
                 ["git", "-C", repo_root(), *args], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return ""
 
     changed = [
         line[3:] for line in git("status", "--porcelain", "--", "imd").splitlines() if not line[3:].startswith("imd/bench/")
     ]
-    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_imd_files": changed[:50]}
+    # Porcelain lines begin with a two-column status that may be a space.
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "uncommitted_imd_files": changed[:50]}
 
 
 def _forced_progress() -> bool:
