@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from imd.store import schema as s
 from imd.store.batch import Batcher
 from imd.store.database import Database
-from imd.store.raw import Raw, chunks, values
+from imd.store.raw import Raw, chunks
 
 m = s.messages.c
 
@@ -305,22 +305,32 @@ class _Send:
 
 
 _SELECT = "SELECT " + ", ".join("m." + f for f in Message.__dataclass_fields__)
-_INSERT = "INSERT INTO messages (msgid, sender, sender_res, to_uid, gid, group_seq, kind, body, client_time, created_at) "
+_NEW = {
+    "msgid": "text",
+    "sender": "text",
+    "sender_res": "text",
+    "to_uid": "text",
+    "gid": "text",
+    "group_seq": "bigint",
+    "kind": "text",
+    "body": "text",
+    "client_time": "text",
+    "created_at": "bigint",
+}
+_INSERT = f"INSERT INTO messages ({', '.join(_NEW)}) SELECT * FROM k RETURNING id, sender, msgid"
 
 
 def _joined(raw: Raw, select: str, column: str, pairs: list[tuple[str, str]]) -> list[tuple]:
     """
     The rows of C{select} whose (C{column}, msgid) is one of C{pairs}.  A
-    join on a VALUES list is answered from the (C{column}, msgid) index on
-    both databases, one probe per pair, where SQLite would probe every
-    combination of two IN lists and Postgres without statistics scans.
+    join on a list of the pairs is answered from the (C{column}, msgid)
+    index on both databases, one probe per pair, where SQLite would probe
+    every combination of two IN lists and Postgres without statistics scans.
     """
     rows: list[tuple] = []
-    for chunk in chunks(pairs):
-        rows += raw.rows(
-            f"WITH k(a, b) AS ({values(len(chunk), 2)}) {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b",
-            [p for pair in chunk for p in pair],
-        )
+    for chunk in chunks(pairs, raw.chunk):
+        cte, params = raw.table("k", {"a": "text", "b": "text"}, chunk)
+        rows += raw.rows(f"WITH {cte} {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b", params)
     return rows
 
 
@@ -346,7 +356,7 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     # sender's row (the foreign key), which plain FOR UPDATE would block,
     # and two batches sending to each other's users would deadlock.
     lock = " FOR NO KEY UPDATE" if raw.postgres else ""
-    for chunk in chunks(targets):
+    for chunk in chunks(targets, raw.chunk):
         marks = ", ".join("?" * len(chunk))
         seqs.update(raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks}) ORDER BY {key}{lock}", chunk))
     now = items[0].now()
@@ -371,17 +381,16 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
             new.append((i, row + (it.kind, it.body, it.client_time, now), seq))
     if new:
         ids: dict[tuple[str, str], int] = {}
-        for chunk in chunks(new):
+        for chunk in chunks(new, raw.chunk):
+            cte, params = raw.table("k", _NEW, [row for _, row, _ in chunk])
             # RETURNING promises no row order: ids are matched by key.
-            for id_, sender, msgid in raw.rows(
-                _INSERT + values(len(chunk), 10) + " RETURNING id, sender, msgid",
-                [v for _, row, _ in chunk for v in row],
-            ):
+            for id_, sender, msgid in raw.rows(f"WITH {cte} {_INSERT}", params):
                 ids[(sender, msgid)] = id_
         stored = [(i, Message(ids[(row[1], row[0])], *row, None), seq) for i, row, seq in new]
         if not group:
-            raw.executemany(
-                "INSERT INTO inbox (uid, seq, message_id) VALUES (?, ?, ?)",
+            raw.insert(
+                "inbox",
+                {"uid": "text", "seq": "bigint", "message_id": "bigint"},
                 [(message.to_uid, seq, message.id) for _, message, seq in stored],
             )
         raw.executemany(f"UPDATE {table} SET {counter} = ? WHERE {key} = ?", [(v, k) for k, v in last.items()])
@@ -416,7 +425,7 @@ def _group_acked_many(conn: Connection, items: Sequence[_GroupAck]) -> None:
         targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
     raw = Raw(conn)
     last: dict[str, int] = {}
-    for chunk in chunks(sorted({gid for _, gid in targets})):
+    for chunk in chunks(sorted({gid for _, gid in targets}), raw.chunk):
         last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({', '.join('?' * len(chunk))})", chunk))
     rows = []
     for (uid, gid), seq in targets.items():
@@ -440,9 +449,19 @@ def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
         results.append(len(ids))
         to_mark.update(dict.fromkeys(ids))
     # A 1:1 message has one inbox row, its recipient's: its id finds it.
-    raw.executemany(
-        "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
-        [(id_,) for id_ in to_mark],
-    )
+    if raw.postgres:
+        # One statement, not one per row; a join on the list is answered
+        # from the message_id index (an IN list without statistics is not).
+        for chunk in chunks(list(to_mark), raw.chunk):
+            raw.execute(
+                "UPDATE inbox SET received = TRUE FROM unnest(?::bigint[]) AS k(id)"
+                " WHERE inbox.message_id = k.id AND inbox.received = FALSE",
+                [chunk],
+            )
+    else:
+        raw.executemany(
+            "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
+            [(id_,) for id_ in to_mark],
+        )
     raw.close()
     return results
