@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import encode
 from imd.client import ServerError
+from imd.core.accounts import LiveToken
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 
 
@@ -301,6 +302,21 @@ class MessageTestsMixin(LongConnTestMixin):
             _, body = yield bob.expect(T.IM_MESSAGE)
             got.append(body["body"])
         self.assertEqual(got, [str(i) for i in range(12) if i != 1])
+
+    @inlineCallbacks
+    def test_pipelined_frames_around_a_token_check(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield server.accounts.register("bob", "secret1")
+        # Every frame finds the token due for its re-check, which is not
+        # pipelined: each waits for the one before, and none for itself.
+        self.patch(LiveToken, "due", lambda token: True)
+        alice.send_raw(
+            b"".join(encode(T.IM_MESSAGE, {"msgid": f"m{i}", "to": "bob", "body": str(i)}) for i in range(5))
+        )
+        for i in range(5):
+            _, ack = yield alice.expect(T.IM_MESSAGE_ACK)
+            self.assertEqual((ack["msgid"], ack["err"]), (f"m{i}", ""))
 
     @inlineCallbacks
     def test_friends_only(self):

@@ -71,6 +71,7 @@ class FramedProtocol(Protocol):
         self._inflight = 0
         self._pipelining = False
         self._last: Deferred | None = None
+        self._before: Deferred | None = None
         self._looping = False
         self._paused = False
         self._closing = False
@@ -114,11 +115,16 @@ class FramedProtocol(Protocol):
                 # _done resumes the loop.
                 break
             frame = self._queue.popleft()
+            # What this frame's answer waits for, if it answers while
+            # handle() runs (see in_order).
+            self._before = self._last if self._inflight else None
             try:
                 d = self.handle(frame)
             except Exception:
                 self._unexpected(Failure())
                 continue
+            finally:
+                self._before = None
             if d is None:
                 # Answered at once: nothing to wait for.
                 continue
@@ -147,9 +153,15 @@ class FramedProtocol(Protocol):
         """
         C{d} (a handler's Deferred, or None for C{result} at once), held
         back until the frames handled before it are answered: a channel
-        answers through this, so its answers keep the order of the frames.
+        answers through this, from inside L{handle}, so its answers keep
+        the order of the frames.
         """
-        if not self._inflight:
+        before = self._before
+        if before is None:
+            # Nothing was in flight when this frame was taken: a frame that
+            # is not pipelined waits for everything before it, and may
+            # call this later (after a token check), when its own
+            # Deferred is the last one.
             return d
         if d is None:
             d = succeed(result)
@@ -159,7 +171,7 @@ class FramedProtocol(Protocol):
             d.chainDeferred(held)
             return passthrough
 
-        self._last.addBoth(release)
+        before.addBoth(release)
         return held
 
     def _unexpected(self, failure: Failure) -> None:
