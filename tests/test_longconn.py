@@ -7,6 +7,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
+from imd.channels.base import MAX_INFLIGHT
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import encode
 from imd.client import ServerError
@@ -302,6 +303,29 @@ class MessageTestsMixin(LongConnTestMixin):
             _, body = yield bob.expect(T.IM_MESSAGE)
             got.append(body["body"])
         self.assertEqual(got, [str(i) for i in range(12) if i != 1])
+
+    @inlineCallbacks
+    def test_a_flood_is_pipelined_only_so_far(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield server.accounts.register("bob", "secret1")
+        batcher = server.store.messages._direct
+        sizes = []
+        run = batcher._fn
+
+        def recording(conn, items):
+            sizes.append(len(items))
+            return run(conn, items)
+
+        self.patch(batcher, "_fn", recording)
+        alice.send_raw(
+            b"".join(encode(T.IM_MESSAGE, {"msgid": f"m{i}", "to": "bob", "body": str(i)}) for i in range(300))
+        )
+        for i in range(300):
+            _, ack = yield alice.expect(T.IM_MESSAGE_ACK)
+            self.assertEqual((ack["msgid"], ack["err"]), (f"m{i}", ""))
+        self.assertEqual(sum(sizes), 300)
+        self.assertLessEqual(max(sizes), MAX_INFLIGHT)
 
     @inlineCallbacks
     def test_pipelined_frames_around_a_token_check(self):

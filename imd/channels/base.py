@@ -27,6 +27,9 @@ log = Logger()
 # Frames waiting to be handled before the connection stops reading: a
 # client that floods is slowed down, not buffered without end.
 MAX_QUEUED = 64
+# Pipelined frames one connection may have in flight: enough to share
+# commits, few enough that one client cannot fill the store's queue.
+MAX_INFLIGHT = 16
 
 
 @implementer(ISession)
@@ -112,7 +115,7 @@ class FramedProtocol(Protocol):
     def _loop(self) -> None:
         while self._queue and not self._closing:
             pipelined = self.pipelined(self._queue[0])
-            if self._inflight and not (pipelined and self._pipelining):
+            if self._inflight and not (pipelined and self._pipelining and self._inflight < MAX_INFLIGHT):
                 # _done resumes the loop.
                 break
             frame = self._queue.pop(0)

@@ -292,8 +292,7 @@ class _Ack(NamedTuple):
     sender: str | None
 
 
-@dataclass(frozen=True)
-class _Send:
+class _Send(NamedTuple):
     sender: str
     sender_res: str
     target: str  # the recipient's uid, or the group's gid
