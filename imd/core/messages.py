@@ -132,8 +132,11 @@ class MessageService:
 
     @inlineCallbacks
     def _send_group(self, sender, sender_res, gid, msgid, kind, body, client_time, origin):
-        member = yield self._groups.is_member(gid, sender)
-        if not member:
+        # One look-up answers both whether the sender may send and whom to
+        # deliver to.  Someone who joins before the commit finds the
+        # message past their cursor; someone who leaves gets it live.
+        members = yield self._groups.member_ids(gid)
+        if sender not in members:
             group = yield self._groups.get(gid)
             if group is None:
                 raise NotFound(f"no group {gid}")
@@ -144,8 +147,7 @@ class MessageService:
         message, created = result
         _same_message(message, created, body, gid=gid)
         if created:
-            recipients = yield self._groups.member_ids(gid)
-            self._delivered(message, [uid for uid in recipients if uid != sender], origin)
+            self._delivered(message, [uid for uid in members if uid != sender], origin)
         returnValue(message)
 
     def _delivered(self, message: Message, recipients: list[str], origin: Any) -> None:
