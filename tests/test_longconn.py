@@ -261,11 +261,8 @@ class MessageTestsMixin(LongConnTestMixin):
             got.append(body["body"])
         self.assertEqual(got, [str(i) for i in range(30)])
 
-    @inlineCallbacks
-    def test_pipelined_frames_share_commits_and_are_answered_in_order(self):
-        server = self.start_server()
-        alice = yield self.user(server, "alice")
-        bob = yield self.user(server, "bob")
+    def batch_sizes(self, server):
+        """The sizes of the 1:1 batches C{server} commits from now on."""
         batcher = server.store.messages._direct
         sizes = []
         run = batcher._fn
@@ -275,6 +272,14 @@ class MessageTestsMixin(LongConnTestMixin):
             return run(conn, items)
 
         self.patch(batcher, "_fn", recording)
+        return sizes
+
+    @inlineCallbacks
+    def test_pipelined_frames_share_commits_and_are_answered_in_order(self):
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        bob = yield self.user(server, "bob")
+        sizes = self.batch_sizes(server)
 
         frames = [
             (T.IM_MESSAGE, {"msgid": "m0", "to": "bob", "body": "0"}),
@@ -309,15 +314,7 @@ class MessageTestsMixin(LongConnTestMixin):
         server = self.start_server()
         alice = yield self.user(server, "alice")
         yield server.accounts.register("bob", "secret1")
-        batcher = server.store.messages._direct
-        sizes = []
-        run = batcher._fn
-
-        def recording(conn, items):
-            sizes.append(len(items))
-            return run(conn, items)
-
-        self.patch(batcher, "_fn", recording)
+        sizes = self.batch_sizes(server)
         alice.send_raw(
             b"".join(encode(T.IM_MESSAGE, {"msgid": f"m{i}", "to": "bob", "body": str(i)}) for i in range(300))
         )
