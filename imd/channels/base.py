@@ -152,7 +152,8 @@ class FramedProtocol(Protocol):
         """
         Whether C{frame} may be handled while earlier pipelined frames
         wait: only when its service commits calls in the order they are
-        made, whatever their timing.  Never, by default.
+        made, whatever their timing, and answers those still waiting in
+        that order too.  Never, by default.
         """
         return False
 
@@ -169,6 +170,11 @@ class FramedProtocol(Protocol):
             # is not pipelined waits for everything before it, and may
             # call this later (after a token check), when its own
             # Deferred is the last one.
+            return d
+        if d is not None and not d.called:
+            # Still waiting, like every frame in flight before it: they all
+            # wait in one queue that answers in order (see pipelined), so
+            # only an answer ready at once could overtake them.
             return d
         if d is None:
             d = succeed(result)

@@ -65,8 +65,9 @@ class MessageService:
     def direct_in_order(self) -> bool:
         """
         Whether 1:1 sends, L{acknowledge} and L{acknowledge_group} are
-        committed in the order they are called, even while earlier ones
-        are still in flight: they go straight to one queue of the store.
+        committed, and their Deferreds fire, in the order they are called,
+        even while earlier ones are still in flight: they go straight to
+        one queue of the store, which answers in order.
         Not with C{friends_only}, where a send first looks up the roster.
         """
         return not self._config.friends_only
