@@ -32,7 +32,7 @@ def encode(msgtype: int, body: dict[str, Any]) -> bytes:
 
 class FrameDecoder:
     """
-    Cuts a byte stream into (msgtype, body bytes) frames.  A length under 4
+    Cuts a byte stream into [msgtype, body bytes] frames.  A length under 4
     or over C{max_frame} raises L{FrameError} before anything is buffered,
     so a hostile length costs no memory.
     """
@@ -41,7 +41,7 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes) -> list[list]:
         self._buffer += data
         frames = []
         while len(self._buffer) >= 4:
@@ -53,7 +53,8 @@ class FrameDecoder:
             if len(self._buffer) < 4 + length:
                 break
             (msgtype,) = struct.unpack_from(">I", self._buffer, 4)
-            frames.append((msgtype, bytes(self._buffer[8 : 4 + length])))
+            # A list: the server keeps the decoded body in its place.
+            frames.append([msgtype, bytes(self._buffer[8 : 4 + length])])
             del self._buffer[: 4 + length]
         return frames
 

@@ -48,8 +48,7 @@ class LongConnProtocol(FramedProtocol):
 
     def frames(self, data: bytes) -> list | None:
         try:
-            # Lists: pipelined() keeps a decoded body in place of the bytes.
-            return [list(frame) for frame in self.decoder.feed(data)]
+            return self.decoder.feed(data)
         except FrameError as e:
             self._fail(0, "", str(e))
             return None
