@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from imd.store import schema as s
 from imd.store.batch import Batcher
 from imd.store.database import Database
-from imd.store.raw import Raw, chunks
+from imd.store.raw import Raw, chunks, marks
 
 m = s.messages.c
 
@@ -55,7 +55,7 @@ class MessageStore:
         # 1:1 sends and acknowledgements share a transaction (one commit,
         # one fsync on SQLite, for both); group sends have their own.
         self._direct = Batcher(db, "messages.direct", _direct_many)
-        self._group = Batcher(db, "messages.send_group", lambda conn, items: _send_many(conn, items, True))
+        self._group = Batcher(db, "messages.send_group", _group_many)
 
     def send_direct(
         self,
@@ -333,12 +333,11 @@ def _joined(raw: Raw, select: str, column: str, pairs: list[tuple[str, str]]) ->
     return rows
 
 
-def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
+def _send_many(raw: Raw, items: Sequence[_Send], group: bool) -> list:
     """
     Commit C{items} in one transaction with a few set-based statements;
     one result per item, as L{MessageStore.send_direct} describes.
     """
-    raw = Raw(conn)
     results: list[Any] = [None] * len(items)
     known: dict[tuple[str, str], Message] = {}
     for row in _joined(raw, _SELECT, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
@@ -356,8 +355,9 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
     # and two batches sending to each other's users would deadlock.
     lock = " FOR NO KEY UPDATE" if raw.postgres else ""
     for chunk in chunks(targets, raw.chunk):
-        marks = ", ".join("?" * len(chunk))
-        seqs.update(raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks}) ORDER BY {key}{lock}", chunk))
+        seqs.update(
+            raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks(len(chunk))}) ORDER BY {key}{lock}", chunk)
+        )
     now = items[0].now()
     new: list[tuple[int, tuple, int]] = []
     first_of: dict[tuple[str, str], int] = {}
@@ -397,7 +397,6 @@ def _send_many(conn: Connection, items: Sequence[_Send], group: bool) -> list:
             results[i] = (message, True)
     for i, j in repeats:
         results[i] = (results[new[j][0]][0], False)
-    raw.close()
     return results
 
 
@@ -407,36 +406,40 @@ def _direct_many(conn: Connection, items: Sequence[_Send | _Ack | _GroupAck]) ->
     acks = [i for i, item in enumerate(items) if isinstance(item, _Ack)]
     group_acks = [items[i] for i, item in enumerate(items) if isinstance(item, _GroupAck)]
     results: list[Any] = [None] * len(items)
-    if group_acks:
-        _group_acked_many(conn, group_acks)
-    if sends:
-        for i, result in zip(sends, _send_many(conn, [items[i] for i in sends], False)):
-            results[i] = result
-    if acks:
-        for i, result in zip(acks, _mark_received_many(conn, [items[i] for i in acks])):
-            results[i] = result
+    with Raw(conn) as raw:
+        if group_acks:
+            _group_acked_many(raw, group_acks)
+        if sends:
+            for i, result in zip(sends, _send_many(raw, [items[i] for i in sends], False)):
+                results[i] = result
+        if acks:
+            for i, result in zip(acks, _mark_received_many(raw, [items[i] for i in acks])):
+                results[i] = result
     return results
 
 
-def _group_acked_many(conn: Connection, items: Sequence[_GroupAck]) -> None:
+def _group_many(conn: Connection, items: Sequence[_Send]) -> list:
+    """Group sends, in one transaction; results in order."""
+    with Raw(conn) as raw:
+        return _send_many(raw, items, True)
+
+
+def _group_acked_many(raw: Raw, items: Sequence[_GroupAck]) -> None:
     targets: dict[tuple[str, str], int] = {}
     for uid, gid, seq in items:
         targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
-    raw = Raw(conn)
     last: dict[str, int] = {}
     for chunk in chunks(sorted({gid for _, gid in targets}), raw.chunk):
-        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({', '.join('?' * len(chunk))})", chunk))
+        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({marks(len(chunk))})", chunk))
     rows = []
     for (uid, gid), seq in targets.items():
         seq = min(seq, last.get(gid, 0))
         rows.append((seq, gid, uid, seq))
     raw.executemany("UPDATE group_members SET synced_seq = ? WHERE gid = ? AND uid = ? AND synced_seq < ?", rows)
-    raw.close()
 
 
-def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
+def _mark_received_many(raw: Raw, items: Sequence[_Ack]) -> list[int]:
     """Acknowledgements of many users in one transaction; see L{MessageStore.mark_received}."""
-    raw = Raw(conn)
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}
     pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
     for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", "to_uid", pairs):
@@ -462,5 +465,4 @@ def _mark_received_many(conn: Connection, items: Sequence[_Ack]) -> list[int]:
             "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
             [(id_,) for id_ in to_mark],
         )
-    raw.close()
     return results

@@ -31,11 +31,15 @@ def _format(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+def marks(n: int) -> str:
+    """C{?, ?, ?} for C{n} parameters."""
+    return ", ".join("?" * n)
+
+
 @lru_cache(maxsize=64)
 def values(rows: int, width: int) -> str:
     """C{VALUES (?, ?), (?, ?)} for C{rows} rows of C{width} parameters."""
-    row = "(" + ", ".join("?" * width) + ")"
-    return "VALUES " + ", ".join([row] * rows)
+    return "VALUES " + ", ".join([f"({marks(width)})"] * rows)
 
 
 def chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -44,7 +48,10 @@ def chunks(items: Sequence, size: int) -> Iterable[Sequence]:
 
 
 class Raw:
-    """The DBAPI cursor of C{conn}'s transaction, with C{?} placeholders on every driver."""
+    """
+    The DBAPI cursor of C{conn}'s transaction, with C{?} placeholders on
+    every driver; a context manager that closes the cursor.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.postgres = conn.dialect.name == "postgresql"
@@ -67,11 +74,8 @@ class Raw:
 
     def insert(self, table: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
         """Insert C{rows} into C{table}; C{columns} as for L{table}."""
-        if not rows:
-            return
         if not self.postgres:
-            marks = ", ".join("?" * len(columns))
-            self._cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(len(columns))})", rows)
             return
         for chunk in chunks(rows, self.chunk):
             cte, params = self.table("k", columns, chunk)
@@ -90,5 +94,8 @@ class Raw:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self.execute(sql, params).fetchall()
 
-    def close(self) -> None:
+    def __enter__(self) -> "Raw":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
         self._cursor.close()
