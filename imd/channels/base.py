@@ -157,9 +157,9 @@ class FramedProtocol(Protocol):
         """
         return False
 
-    def in_order(self, d: Deferred | None, result: Any = None) -> Deferred | None:
+    def in_order(self, d: Deferred | None) -> Deferred | None:
         """
-        C{d} (a handler's Deferred, or None for C{result} at once), held
+        C{d} (a handler's Deferred, or None when it answered at once), held
         back until the frames handled before it are answered: a channel
         answers through this, from inside L{handle}, so its answers keep
         the order of the frames.
@@ -177,7 +177,7 @@ class FramedProtocol(Protocol):
             # only an answer ready at once could overtake them.
             return d
         if d is None:
-            d = succeed(result)
+            d = succeed(None)
         held: Deferred = Deferred()
 
         def release(passthrough: Any) -> Any:
