@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from imd.channels.base import MAX_INFLIGHT
 from imd.channels.longconn import msgtypes as T
-from imd.channels.longconn.framing import encode
+from imd.channels.longconn.framing import decode_body, encode
 from imd.client import ServerError
 from imd.core.accounts import LiveToken
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
@@ -702,3 +702,22 @@ class EdgeCaseTests(LongConnTestMixin, SQLiteBackend, unittest.TestCase):
         self.assertEqual(kick["reason"], "token revoked or expired")
         yield alice.closed
         self.assertEqual(server.hub.sessions("alice"), [])
+
+
+class DecodeBodyTests(unittest.TestCase):
+    def test_each_bad_body_says_what_is_wrong(self):
+        for payload, says in (
+            (b"\xff\xfe", "not UTF-8"),
+            (b"{nope", "not JSON"),
+            (b"[" * 5000, "not JSON"),
+            (b"[1,2]", "must be a JSON object"),
+            (b'"x"', "must be a JSON object"),
+        ):
+            with self.assertRaises(ValueError) as caught:
+                decode_body(payload)
+            self.assertIn(says, str(caught.exception), payload[:10])
+
+    def test_empty_body_is_an_empty_object(self):
+        self.assertEqual(decode_body(b""), {})
+        self.assertEqual(decode_body(b"  "), {})
+        self.assertEqual(decode_body('{"a":"é"}'.encode()), {"a": "é"})
