@@ -126,6 +126,41 @@ class MigrationsMixin:
         self.assertEqual(migrate.current_revision(self.url), migrate.head_revision())
         self.assertEqual(self.schema_diff(), [])
 
+    def test_orphaned_messages_get_inbox_rows(self):
+        # What a crash inside a batch left before 0003 (see that revision).
+        migrate.upgrade(self.url, "0002")
+        engine = self.engine()
+        m = s.messages.c
+        with engine.begin() as conn:
+            for uid, seq in (("alice", 0), ("bob", 2)):
+                conn.execute(insert(s.users).values(uid=uid, created_at=1, updated_at=1, inbox_seq=seq))
+            ids = {}
+            for msgid, to in (("m1", "bob"), ("m2", "bob"), ("m3", "alice"), ("m4", "bob")):
+                ids[msgid] = conn.execute(
+                    insert(s.messages)
+                    .values(msgid=msgid, sender="alice" if to == "bob" else "bob", sender_res="", to_uid=to,
+                            kind="text", body=msgid, client_time="", created_at=1)
+                    .returning(m.id)
+                ).scalar_one()
+            # m1 and m2 kept theirs (seq 1 and 2, m2 received).
+            conn.execute(insert(s.inbox).values(uid="bob", seq=1, message_id=ids["m1"], received=False))
+            conn.execute(insert(s.inbox).values(uid="bob", seq=2, message_id=ids["m2"], received=True))
+        migrate.upgrade(self.url)
+        i = s.inbox.c
+        with engine.connect() as conn:
+            rows = conn.execute(select(i.uid, i.seq, i.message_id, i.received).order_by(i.uid, i.seq)).all()
+            counters = dict(conn.execute(select(s.users.c.uid, s.users.c.inbox_seq)).all())
+        self.assertEqual(
+            [tuple(row) for row in rows],
+            [
+                ("alice", 1, ids["m3"], False),
+                ("bob", 1, ids["m1"], False),
+                ("bob", 2, ids["m2"], True),
+                ("bob", 3, ids["m4"], False),
+            ],
+        )
+        self.assertEqual(counters, {"alice": 1, "bob": 3})
+
     @inlineCallbacks
     def test_instances_migrating_together(self):
         # Instances started together take turns on the advisory lock in

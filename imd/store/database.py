@@ -81,6 +81,12 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # Python's sqlite3 opens a transaction on its own only before a
+        # statement that starts with INSERT, UPDATE, DELETE or REPLACE; a
+        # "WITH ... INSERT" ran outside any transaction and committed
+        # alone, half a batch.  Off, and imd says BEGIN itself (below),
+        # so every statement of a transaction commits or rolls back with it.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -96,6 +102,14 @@ def _sqlite_engine(url: URL) -> Engine:
         # on nearly every commit, and the hot pages many times over.
         cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock now, waiting up to busy_timeout:
+        # a transaction that read first and another process (the CLI)
+        # wrote meanwhile would otherwise fail at its first write with
+        # SQLITE_BUSY, which no timeout waits out.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
