@@ -192,20 +192,23 @@ class Server:
 
     @cached_property
     def http_app(self):
-        from imd.http.app import make_app
+        from imd.channels.longconn import files, qid
+        from imd.channels.methodapi import routes
+        from imd.channels.native import auth, ops
+        from imd.channels.shared.web import make_app
 
-        return make_app(self)
+        return make_app(self, [ops.install, auth.install, qid.install, routes.install, files.install])
 
     def make_service(self) -> MultiService:
         from imd.channels.longconn.protocol import LongConnFactory
-        from imd.channels.socket.protocol import SocketFactory
-        from imd.http.app import JsonRoot
+        from imd.channels.methodapi.socket import SocketFactory
+        from imd.channels.shared.web import JsonRoot
 
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
-            from imd.http.files import body_limits
-            from imd.http.request import ImdRequest
+            from imd.channels.longconn.files import body_limits
+            from imd.channels.shared.request import ImdRequest
 
             site = Site(JsonRoot(self.http_app), requestFactory=ImdRequest)
             site.displayTracebacks = False

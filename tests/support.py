@@ -173,7 +173,7 @@ class LongConnTestMixin(ServerTestMixin):
 
     @inlineCallbacks
     def connect(self, server: Server):
-        from imd.client import connect
+        from imd.channels.longconn.client import connect
 
         host, port = server.address("longconn")
         client = yield connect(reactor, host, port)

@@ -12,8 +12,8 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.client import connect
-from imd.socketclient import connect_socket
+from imd.channels.longconn.client import connect
+from imd.channels.methodapi.client import connect_socket
 from tests.support import (
     REDIS_URL,
     PostgresBackend,
@@ -204,7 +204,7 @@ class ClusterTestsMixin(ServerTestMixin):
         import json
         import time
 
-        from imd.signing import sign
+        from imd.channels.shared.signing import sign
 
         a, b = self.cluster(sms={"required": False})
         yield self.linked(a, b)

@@ -16,8 +16,8 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.client import connect
-from imd.socketclient import connect_socket
+from imd.channels.longconn.client import connect
+from imd.channels.methodapi.client import connect_socket
 from tests.processes import ChildProcess, ProcessTestMixin, free_ports, listener_env
 from tests.support import POSTGRES_URL, REDIS_URL, child_env, make_config, postgres_url
 

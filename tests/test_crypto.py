@@ -5,7 +5,7 @@ import base64
 from Crypto.Cipher import AES
 from twisted.trial import unittest
 
-from imd.crypto import CryptoError, decrypt, encrypt
+from imd.channels.methodapi.crypto import CryptoError, decrypt, encrypt
 
 KEY = b"2108a4c486350f3a"
 

@@ -24,7 +24,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from imd import signing
+from imd.channels.shared import signing
 from imd.core.files import OffsetMismatch, check_name, content_type_for, count
 from imd.errors import InvalidField
 from imd.files.storage import ConsumerGone, LocalStorage, MissingData, StorageError

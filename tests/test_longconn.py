@@ -7,10 +7,10 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from imd.channels.base import MAX_INFLIGHT
+from imd.channels.shared.framed import MAX_INFLIGHT
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import decode_body, encode
-from imd.client import ServerError
+from imd.channels.longconn.client import ServerError
 from imd.core.accounts import LiveToken
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 

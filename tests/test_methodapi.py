@@ -9,10 +9,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.core.signatures import SignatureGuard
-from imd.crypto import encrypt
+from imd.channels.methodapi.signatures import SignatureGuard
+from imd.channels.methodapi.crypto import encrypt
 from imd.errors import BadSignature, InvalidField, ReplayedRequest, StaleRequest
-from imd.signing import sign
+from imd.channels.shared.signing import sign
 from imd.store import schema
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 

@@ -6,7 +6,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.wiretime import format_time, parse_time
+from imd.channels.longconn.wiretime import format_time, parse_time
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 
 

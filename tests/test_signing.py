@@ -1,4 +1,4 @@
-"""Tests for L{imd.signing}: the MD5 signature of seed 004 and seed 001's file server."""
+"""Tests for L{imd.channels.shared.signing}: the MD5 signature of seed 004 and seed 001's file server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 from twisted.trial import unittest
 
-from imd.signing import matches, sign, signed_string
+from imd.channels.shared.signing import matches, sign, signed_string
 
 
 class SignTests(unittest.TestCase):

@@ -9,10 +9,10 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.channels.socket.protocol import Codec, FrameDecoder, FrameTooLarge
-from imd.crypto import encrypt
+from imd.channels.methodapi.socket import Codec, FrameDecoder, FrameTooLarge
+from imd.channels.methodapi.crypto import encrypt
 from imd.errors import InvalidField
-from imd.socketclient import SocketError, connect_socket
+from imd.channels.methodapi.client import SocketError, connect_socket
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 
 KEY = b"2108a4c486350f3a"

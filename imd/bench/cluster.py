@@ -86,7 +86,7 @@ def _metric(text_: str, name: str) -> float:
 def run(reactor, args) -> dict:
     import treq
 
-    from imd.client import connect
+    from imd.channels.longconn.client import connect
 
     url, drop_schema = scratch_schema(args.database, "imd_bench")
     children: list[_Child] = []

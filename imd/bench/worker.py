@@ -4,7 +4,7 @@ One load-generator process: ``python -m imd.bench worker``.
 
 It reads a JSON spec (the target, its users and their tokens) as the
 first line of stdin, then one JSON command per line, and writes one JSON
-event per line to stdout.  Every client is an :class:`imd.client.LongConnClient`;
+event per line to stdout.  Every client is an :class:`imd.channels.longconn.client.LongConnClient`;
 on the hot path it writes frames itself and reads acks and pushes through
 ``on_push``, so a message costs no Deferred and no timer.
 
@@ -30,7 +30,7 @@ from twisted.protocols.basic import LineReceiver
 from imd.bench.limits import raise_fd_limit
 from imd.bench.stats import Histogram
 from imd.channels.longconn.msgtypes import IM_MESSAGE, IM_MESSAGE_ACK, IM_PRESENCE
-from imd.client import LongConnClient, connect
+from imd.channels.longconn.client import LongConnClient, connect
 
 MESSAGE_TYPE = str(IM_MESSAGE)
 PROGRESS_EVERY = 0.5

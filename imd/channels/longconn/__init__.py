@@ -1,1 +1,4 @@
-"""The seed-001 long connection: numeric-MsgType JSON frames over TCP."""
+"""
+The long-connection design (seed 001): numeric-MsgType JSON frames over
+TCP, QID queries over HTTP, the signed file server, and a client library.
+"""

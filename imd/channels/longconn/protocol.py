@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from imd.channels.base import ChannelFactory, ChannelSession, FramedProtocol
+from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
 from imd.core import events, fields
@@ -28,7 +28,7 @@ from imd.core.messages import message_data
 from imd.core.roster import request_data
 from imd.errors import IMError, InvalidField, InvalidToken
 from imd.hub.interfaces import RESYNC, Event
-from imd.wiretime import format_time
+from imd.channels.longconn.wiretime import format_time
 
 log = Logger()
 

@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from imd import __version__
-from imd.http.util import write_json
+from imd.channels.shared.httpjson import write_json
 
 log = Logger()
 PING_TIMEOUT = 5

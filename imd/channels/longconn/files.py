@@ -30,11 +30,11 @@ from urllib.parse import parse_qsl
 from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferred, returnValue
 from twisted.logger import Logger
 
-from imd import signing
+from imd.channels.shared import signing
 from imd.core.files import FileTooLarge, OffsetMismatch
 from imd.errors import IMError, InvalidField, Unauthenticated
 from imd.files.storage import ConsumerGone
-from imd.http.util import write_json
+from imd.channels.shared.httpjson import write_json
 
 log = Logger()
 
@@ -148,7 +148,7 @@ def read_params(
     C{max_field} bytes.
 
     C{request.args} is not used: twisted.web leaves upload bodies unparsed
-    (L{imd.http.request.ImdRequest}), and reading every body here gives every route the
+    (L{imd.channels.shared.request.ImdRequest}), and reading every body here gives every route the
     same rules (size limit, a name given twice refused) either way.
     """
     params = Params()

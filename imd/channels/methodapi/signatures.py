@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 from twisted.internet.defer import Deferred, fail, succeed
 
 from imd.errors import BadSignature, IMError, InvalidField, ReplayedRequest, StaleRequest
-from imd.signing import sign as compute_sign
+from imd.channels.shared.signing import sign as compute_sign
 
 # Signs remembered at most; past this a flood of valid requests evicts the
 # oldest, which are also the first to go stale.

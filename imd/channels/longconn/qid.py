@@ -15,9 +15,9 @@ from twisted.internet.defer import inlineCallbacks
 
 from imd.core.roster import friend_groups_json
 from imd.errors import Forbidden, NotFound
-from imd.http.util import bearer_token, read_json, write_json
+from imd.channels.shared.httpjson import bearer_token, read_json, write_json
 from imd.store.messages import Message
-from imd.wiretime import cursor_time, format_time
+from imd.channels.longconn.wiretime import cursor_time, format_time
 
 
 def text(value: Any) -> dict:

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from imd.hub.interfaces import Event, ISession
-from imd.idle import IdleSweeper
+from imd.channels.shared.idle import IdleSweeper
 
 log = Logger()
 # Frames waiting to be handled before the connection stops reading: a

@@ -20,13 +20,13 @@ from typing import Any, Callable
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from imd.channels.base import ChannelFactory, ChannelSession, FramedProtocol
+from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
 from imd.core import events
 from imd.core.accounts import LiveToken
 from imd.core.groups import invite_data
 from imd.core.messages import message_data
 from imd.core.roster import request_data
-from imd.crypto import CryptoError, decrypt, encrypt
+from imd.channels.methodapi.crypto import CryptoError, decrypt, encrypt
 from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
 from imd.hub.interfaces import RESYNC, Event
 

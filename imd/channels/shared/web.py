@@ -19,13 +19,12 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from imd.errors import IMError
-from imd.http import auth, files, methodapi, ops, qid
-from imd.http.util import error_body, write_error, write_json
+from imd.channels.shared.httpjson import error_body, write_error, write_json
 
 log = Logger()
 
 
-def make_app(server: Any) -> Klein:
+def make_app(server: Any, installs: list) -> Klein:
     app = Klein()
 
     @app.handle_errors(IMError)
@@ -51,11 +50,8 @@ def make_app(server: Any) -> Klein:
         server.metrics.errors.labels("http", "internal_error").inc()
         return write_json(request, error_body("internal_error", "internal server error"), 500)
 
-    ops.install(app, server)
-    auth.install(app, server)
-    qid.install(app, server)
-    methodapi.install(app, server)
-    files.install(app, server)
+    for install in installs:
+        install(app, server)
     return app
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 
 from imd.errors import BadRequest
-from imd.http.util import bearer_token, read_json, write_json
+from imd.channels.shared.httpjson import bearer_token, read_json, write_json
 
 
 def install(app, server: Any) -> None:

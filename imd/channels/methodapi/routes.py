@@ -19,10 +19,10 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
-from imd.core.signatures import SignatureGuard
-from imd.crypto import CryptoError, decrypt
+from imd.channels.methodapi.signatures import SignatureGuard
+from imd.channels.methodapi.crypto import CryptoError, decrypt
 from imd.errors import BadRequest, Forbidden, IMError, InvalidField, TooLarge
-from imd.http.util import write_json
+from imd.channels.shared.httpjson import write_json
 
 log = Logger()
 SUCCESS = "success"

@@ -1,0 +1,1 @@
+"""imd's own JSON API over HTTP: log in and out, health and metrics."""
