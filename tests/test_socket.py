@@ -9,7 +9,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.channels.methodapi.socket import Codec, FrameDecoder, FrameTooLarge
+from imd.channels.methodapi.codec import Codec, FrameDecoder, FrameTooLarge
 from imd.channels.methodapi.crypto import encrypt
 from imd.errors import InvalidField
 from imd.channels.methodapi.client import SocketError, connect_socket

@@ -152,7 +152,7 @@ class DirectoryService:
         if ver not in (None, ""):
             try:
                 since = int(ver)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InvalidField("ver must be a version number") from None
         current = yield self._directory.version(kind)
         if since is not None and not 0 <= since <= current:

@@ -17,6 +17,14 @@ GID_LENGTH = 50
 MAX_INT = 2**62
 
 
+def digits(value: str) -> bool:
+    """
+    Whether C{value} is a run of ASCII digits: str.isdigit also takes "²",
+    which int() refuses, and "٣", which it reads as 3.
+    """
+    return value.isascii() and value.isdigit()
+
+
 def text(name: str, value: Any, max_length: int, required: bool = True, default: str = "") -> str:
     """A string of at most C{max_length} characters (numbers are taken as text)."""
     if value is None or value == "":
@@ -50,12 +58,12 @@ def gid(name: str, value: Any) -> str:
     return ident(name, value, GID_LENGTH)
 
 
-def integer(name: str, value: Any, minimum: int = 0) -> int:
+def integer(name: str, value: Any, minimum: int = 0, maximum: int = MAX_INT - 1) -> int:
     """A JSON integer or a string of digits, within what the store can hold."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and digits(value.strip().removeprefix("-")) and len(value) < 20:
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < MAX_INT:
-        raise InvalidField(f"{name} must be an integer from {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidField(f"{name} must be an integer from {minimum} to {maximum}")
     return value
 
 

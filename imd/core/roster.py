@@ -47,14 +47,13 @@ def parse_friend_groups(grp: Any) -> list[FriendGroup]:
     for item in grp:
         if not isinstance(item, dict):
             raise InvalidField("each friend group must be an object {gid, n, w, def}")
-        weight = item.get("w", 0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, str)) or not str(weight).lstrip("-").isdigit():
-            raise InvalidField("a friend group's w must be an integer")
+        # The store's INTEGER column.
+        weight = fields.integer("w", item.get("w", 0), -(2**31), 2**31 - 1)
         groups.append(
             FriendGroup(
                 gid=fields.gid("gid", item.get("gid")),
                 name=fields.text("n", item.get("n"), 100),
-                weight=int(weight),
+                weight=weight,
                 is_default=fields.boolean("def", item.get("def"), default=False),
             )
         )

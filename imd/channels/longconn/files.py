@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from dataclasses import dataclass
 from email.message import Message
@@ -31,6 +30,7 @@ from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferre
 from twisted.logger import Logger
 
 from imd.channels.shared import signing
+from imd.channels.shared.jsonobj import parse_object
 from imd.core.files import FileTooLarge, OffsetMismatch
 from imd.errors import IMError, InvalidField, Unauthenticated
 from imd.files.storage import ConsumerGone
@@ -116,15 +116,7 @@ def _add_pairs(params: Params, pairs) -> None:
 
 
 def _add_json(params: Params, raw: bytes) -> None:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidField(f"the body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise InvalidField("the body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise InvalidField("the body must be a JSON object")
-    _add_pairs(params, body.items())
+    _add_pairs(params, parse_object(raw, "the body", InvalidField).items())
 
 
 MAX_FIELDS = 100

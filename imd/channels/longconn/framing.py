@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 
+from imd.channels.shared.frames import FrameError, LengthPrefixed  # noqa: F401 (FrameError: for users of the decoder)
+from imd.channels.shared.jsonobj import parse_object
+
 HEADER = struct.Struct(">II")
-
-
-class FrameError(Exception):
-    """The byte stream cannot be framed; the connection must close."""
+LENGTH = struct.Struct(">I")
+MSGTYPE = LENGTH
 
 
 def encode(msgtype: int, body: dict[str, Any]) -> bytes:
@@ -31,45 +32,17 @@ def encode(msgtype: int, body: dict[str, Any]) -> bytes:
 
 
 class FrameDecoder:
-    """
-    Cuts a byte stream into [msgtype, body bytes] frames.  A length under 4
-    or over C{max_frame} raises L{FrameError} before anything is buffered,
-    so a hostile length costs no memory.
-    """
+    """Cuts a byte stream into [msgtype, body bytes] frames."""
 
     def __init__(self, max_frame: int) -> None:
-        self.max_frame = max_frame
-        self._buffer = bytearray()
+        # The length counts the msgtype too, so it is at least 4.
+        self._frames = LengthPrefixed(LENGTH, max_frame, min_length=4)
 
     def feed(self, data: bytes) -> list[list]:
-        self._buffer += data
-        frames = []
-        while len(self._buffer) >= 4:
-            (length,) = struct.unpack_from(">I", self._buffer)
-            if length < 4:
-                raise FrameError(f"frame length {length} is shorter than its msgtype")
-            if length > self.max_frame:
-                raise FrameError(f"frame of {length} bytes is over the {self.max_frame} byte limit")
-            if len(self._buffer) < 4 + length:
-                break
-            (msgtype,) = struct.unpack_from(">I", self._buffer, 4)
-            # A list: the server keeps the decoded body in its place.
-            frames.append([msgtype, bytes(self._buffer[8 : 4 + length])])
-            del self._buffer[: 4 + length]
-        return frames
+        # A list: the server keeps the decoded body in its place.
+        return [[MSGTYPE.unpack_from(p)[0], p[4:]] for p in self._frames.feed(data)]
 
 
 def decode_body(payload: bytes) -> dict[str, Any]:
     """The JSON object of a frame; ValueError says what is wrong with it."""
-    if not payload.strip():
-        return {}
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as e:
-        # orjson tells a body that is not UTF-8 among its other errors.
-        if "utf-8" in e.msg.lower():
-            raise ValueError("the frame body is not UTF-8") from None
-        raise ValueError(f"the frame body is not JSON: {e.msg}") from None
-    if not isinstance(body, dict):
-        raise ValueError("the frame body must be a JSON object")
-    return body
+    return parse_object(payload, "the frame body", ValueError)

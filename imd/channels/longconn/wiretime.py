@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from imd.core import fields
 from imd.errors import InvalidField
 
 MAX_MS = 2**62
@@ -38,15 +39,21 @@ def parse_time(name: str, value: Any) -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit() and int(text) < MAX_MS:
+        if fields.digits(text) and len(text) < 20 and int(text) < MAX_MS:
             return int(text)
         for fmt in _FORMATS:
             try:
                 parsed = datetime.strptime(text, fmt)
             except ValueError:
                 continue
-            # Whole seconds and milliseconds apart: float arithmetic can
-            # land a millisecond short.
-            seconds = int(parsed.replace(microsecond=0).timestamp())
-            return seconds * 1000 + parsed.microsecond // 1000
+            try:
+                # Whole seconds and milliseconds apart: float arithmetic can
+                # land a millisecond short.
+                seconds = int(parsed.replace(microsecond=0).timestamp())
+            except (OverflowError, OSError, ValueError):
+                break  # before the epoch's reach, say year 1
+            ms = seconds * 1000 + parsed.microsecond // 1000
+            if 0 <= ms < MAX_MS:
+                return ms
+            break
     raise InvalidField(f'{name} must be a time like "2015-02-03 16:14:00" or milliseconds')

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from imd.channels.methodapi.socket import Codec, FrameDecoder, FrameTooLarge
+from imd.channels.methodapi.codec import Codec, FrameDecoder, FrameTooLarge
 
 DEFAULT_KEY = b"2108a4c486350f3a"
 DEFAULT_TIMEOUT = 10.0

@@ -12,7 +12,6 @@ plain JSON, ``{"status": "1111", "data"}`` or ``{"status": "0000",
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
@@ -20,9 +19,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from imd.channels.methodapi.signatures import SignatureGuard
+from imd.channels.shared.jsonobj import parse_object
 from imd.channels.methodapi.crypto import CryptoError, decrypt
-from imd.errors import BadRequest, Forbidden, IMError, InvalidField, TooLarge
-from imd.channels.shared.httpjson import write_json
+from imd.errors import BadRequest, Forbidden, IMError, InvalidField
+from imd.channels.shared.httpjson import read_body, write_json
 
 log = Logger()
 SUCCESS = "success"
@@ -47,21 +47,11 @@ def parse_envelope(raw: bytes, query: dict, key: bytes) -> dict[str, Any]:
             text = decrypt(key, encrypted[0])
         except CryptoError as e:
             raise BadRequest(f"request: {e}") from None
-    try:
-        envelope = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("the request is not JSON (or was encrypted with another key)") from None
-    except RecursionError:
-        raise BadRequest("the request is nested too deeply") from None
-    if not isinstance(envelope, dict):
-        raise BadRequest("the request must be a JSON object")
+    envelope = parse_object(text, "the request", BadRequest, " (or was encrypted with another key)")
     data = envelope.get("data", {})
     if isinstance(data, str):
-        try:
-            data = json.loads(data) if data.strip() else {}
-        except ValueError:
-            raise InvalidField("data must be a JSON object") from None
-    if not isinstance(data, dict):
+        data = parse_object(data, "data", InvalidField)
+    elif not isinstance(data, dict):
         raise InvalidField("data must be a JSON object")
     envelope["data"] = data
     return envelope
@@ -171,13 +161,7 @@ class MethodApi:
 
     @inlineCallbacks
     def handle(self, request):
-        length = request.getHeader(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise TooLarge(f"the body is larger than {self.max_body} bytes")
-        raw = request.content.read(self.max_body + 1)
-        if len(raw) > self.max_body:
-            raise TooLarge(f"the body is larger than {self.max_body} bytes")
-        envelope = parse_envelope(raw, request.args or {}, self.key)
+        envelope = parse_envelope(read_body(request, self.max_body), request.args or {}, self.key)
         name = envelope.get("method")
         entry = METHODS.get(name) if isinstance(name, str) else None
         if entry is None:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from imd.core import fields
 from imd.errors import BadSignature, IMError, InvalidField, ReplayedRequest, StaleRequest
 from imd.channels.shared.signing import sign as compute_sign
 
@@ -63,7 +64,7 @@ class SignatureGuard:
     def _check_here(self, data: Mapping[str, Any], sign: Any, t: Any, method: str) -> str:
         if not isinstance(sign, str) or not sign:
             raise BadSignature("the request is not signed")
-        if isinstance(t, bool) or not isinstance(t, (int, str)) or not str(t).isdigit():
+        if isinstance(t, bool) or not isinstance(t, (int, str)) or not fields.digits(str(t)) or len(str(t)) > 12:
             raise InvalidField("_t must be a Unix time in seconds")
         now = self._clock.seconds()
         if abs(now - int(t)) > self._window:

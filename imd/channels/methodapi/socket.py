@@ -12,8 +12,6 @@ while the user was away is written on ``bind``.
 
 from __future__ import annotations
 
-import json
-import struct
 import uuid
 from typing import Any, Callable
 
@@ -26,73 +24,13 @@ from imd.core.accounts import LiveToken
 from imd.core.groups import invite_data
 from imd.core.messages import message_data
 from imd.core.roster import request_data
-from imd.channels.methodapi.crypto import CryptoError, decrypt, encrypt
+from imd.channels.methodapi.codec import Codec, FrameDecoder, FrameTooLarge
 from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
 from imd.hub.interfaces import RESYNC, Event
 
 log = Logger()
-HEADER = struct.Struct(">H")
 BACKLOG_PAGE = 500
 MAX_BACKLOG_PAGES = 100
-
-
-class FrameTooLarge(Exception):
-    pass
-
-
-class FrameDecoder:
-    """Cuts a byte stream into frame bodies (trailing NULs removed)."""
-
-    def __init__(self, max_frame: int) -> None:
-        self.max_frame = max_frame
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        bodies = []
-        while len(self._buffer) >= 2:
-            (length,) = HEADER.unpack_from(self._buffer)
-            if length > self.max_frame:
-                raise FrameTooLarge(f"frame of {length} bytes is over the {self.max_frame} byte limit")
-            if len(self._buffer) < 2 + length:
-                break
-            bodies.append(bytes(self._buffer[2 : 2 + length]).rstrip(b"\x00"))
-            del self._buffer[: 2 + length]
-        return bodies
-
-
-class Codec:
-    """Bodies to and from JSON objects, encrypted or not (``socket.encrypt``)."""
-
-    def __init__(self, key: bytes, encrypted: bool) -> None:
-        self.key = key
-        self.encrypted = encrypted
-
-    def decode(self, body: bytes) -> dict[str, Any]:
-        if not body:
-            raise InvalidField("the frame is empty")
-        if self.encrypted:
-            try:
-                body = decrypt(self.key, body)
-            except CryptoError as e:
-                raise InvalidField(str(e)) from None
-        try:
-            obj = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise InvalidField("the frame is not JSON (or was encrypted with another key)") from None
-        except RecursionError:
-            raise InvalidField("the frame is nested too deeply") from None
-        if not isinstance(obj, dict):
-            raise InvalidField("the frame must be a JSON object")
-        return obj
-
-    def encode(self, obj: dict[str, Any]) -> bytes:
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        if self.encrypted:
-            body = encrypt(self.key, body)
-        if len(body) > 0xFFFF:
-            raise FrameTooLarge(f"a frame of {len(body)} bytes does not fit a uint16 length")
-        return HEADER.pack(len(body)) + body
 
 
 class SocketSession(ChannelSession):

@@ -8,7 +8,8 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from imd.errors import BadRequest, IMError, TooLarge, Unauthenticated
+from imd.channels.shared.jsonobj import parse_object
+from imd.errors import IMError, TooLarge, Unauthenticated
 
 
 def write_json(request: IRequest, obj: Any, code: int = 200) -> bytes:
@@ -27,25 +28,20 @@ def write_error(request: IRequest, error: IMError) -> bytes:
     return write_json(request, error_body(error.code, error.message), error.status)
 
 
-def read_json(request: IRequest, max_body: int) -> dict:
-    """The request body as a JSON object; an empty body is C{{}}."""
+def read_body(request: IRequest, max_body: int) -> bytes:
+    """The request body, refused past C{max_body} bytes."""
     length = request.getHeader(b"content-length")
     if length is not None and length.isdigit() and int(length) > max_body:
         raise TooLarge(f"the body is larger than {max_body} bytes")
     raw = request.content.read(max_body + 1)
     if len(raw) > max_body:
         raise TooLarge(f"the body is larger than {max_body} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise BadRequest("the body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
+    return raw
+
+
+def read_json(request: IRequest, max_body: int) -> dict:
+    """The request body as a JSON object; an empty body is C{{}}."""
+    return parse_object(read_body(request, max_body))
 
 
 def bearer_token(request: IRequest) -> str:
