@@ -55,6 +55,28 @@ class LocalHubTests(unittest.TestCase):
         self.assertTrue(verifyObject(IHub, self.hub))
         self.assertTrue(verifyObject(ISession, FakeSession("alice")))
 
+    def test_start_and_stop(self):
+        # Nothing to link: both return at once, and sessions stay as they are.
+        phone = FakeSession("alice")
+        self.hub.register(phone)
+        self.assertIsNone(self.hub.start("node0"))
+        self.assertTrue(self.hub.healthy)
+        self.assertIsNone(self.hub.stop())
+        self.assertTrue(self.hub.healthy)
+        self.assertEqual(self.hub.sessions("alice"), [phone])
+        self.assertEqual(self.presence, [("alice", True)])
+
+    def test_uids(self):
+        self.assertEqual(self.hub.uids(), [])
+        phone = FakeSession("alice", "phone")
+        self.hub.register(phone)
+        self.hub.register(FakeSession("alice", "desk"))
+        self.hub.register(FakeSession("bob"))
+        self.assertEqual(sorted(self.hub.uids()), ["alice", "bob"])
+        self.hub.uids().clear()
+        self.hub.unregister(phone)
+        self.assertEqual(sorted(self.hub.uids()), ["alice", "bob"])
+
     def test_register(self):
         self.assertFalse(self.hub.is_online("alice"))
         self.assertEqual(self.hub.sessions("alice"), [])
