@@ -61,19 +61,14 @@ class HubService(Service):
 
     def startService(self) -> None:
         super().startService()
-        hub = self.server.hub
         # Named now that the listeners are bound: the default uses the HTTP port.
         instance = self.server.instance_id
         log.info("instance {instance} started", instance=instance)
-        if hasattr(hub, "start"):
-            hub.start(instance)
+        self.server.hub.start(instance)
 
     def stopService(self):
         super().stopService()
-        hub = self.server.hub
-        if hasattr(hub, "stop"):
-            return hub.stop()
-        return None
+        return self.server.hub.stop()
 
 
 class Server:

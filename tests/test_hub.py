@@ -1,13 +1,26 @@
-"""The in-process hub: who is online, and who gets an event."""
+"""
+The in-process hub: who is online, and who gets an event; and the Redis
+bridge that holds one, without Redis (its delegation) and with it.
+"""
 
 from __future__ import annotations
 
+import json
+import secrets
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from imd.hub.interfaces import Event, IHub, ISession
+from imd.hub.interfaces import RESYNC, Event, IHub, ISession
 from imd.hub.local import LocalHub
+from imd.hub.redis import RedisHub
+from imd.metrics import Metrics
+from tests.support import REDIS_URL
 
 
 class DeliveryBroke(Exception):
@@ -54,6 +67,28 @@ class LocalHubTests(unittest.TestCase):
     def test_interfaces(self):
         self.assertTrue(verifyObject(IHub, self.hub))
         self.assertTrue(verifyObject(ISession, FakeSession("alice")))
+
+    def test_start_and_stop(self):
+        # Nothing to link: both return at once, and sessions stay as they are.
+        phone = FakeSession("alice")
+        self.hub.register(phone)
+        self.assertIsNone(self.hub.start("node0"))
+        self.assertTrue(self.hub.healthy)
+        self.assertIsNone(self.hub.stop())
+        self.assertTrue(self.hub.healthy)
+        self.assertEqual(self.hub.sessions("alice"), [phone])
+        self.assertEqual(self.presence, [("alice", True)])
+
+    def test_uids(self):
+        self.assertEqual(self.hub.uids(), [])
+        phone = FakeSession("alice", "phone")
+        self.hub.register(phone)
+        self.hub.register(FakeSession("alice", "desk"))
+        self.hub.register(FakeSession("bob"))
+        self.assertEqual(sorted(self.hub.uids()), ["alice", "bob"])
+        self.hub.uids().clear()
+        self.hub.unregister(phone)
+        self.assertEqual(sorted(self.hub.uids()), ["alice", "bob"])
 
     def test_register(self):
         self.assertFalse(self.hub.is_online("alice"))
@@ -287,3 +322,199 @@ class LocalHubTests(unittest.TestCase):
         self.hub.register(old)
         self.hub.register(new)
         self.assertEqual(self.hub.session_counts(), {"socket": 1})
+
+
+class FakeSubscriber:
+    """Records the channels the bridge subscribes to and leaves."""
+
+    def __init__(self):
+        self.subscribed = []
+        self.unsubscribed = []
+
+    def subscribe(self, channels):
+        self.subscribed.append(channels)
+        return succeed(None)
+
+    def unsubscribe(self, channels):
+        self.unsubscribed.append(channels)
+        return succeed(None)
+
+
+class RedisHubDelegationTests(unittest.TestCase):
+    """
+    The bridge, never started (so Redis is never reached), over a local hub
+    the test can look into.
+    """
+
+    def setUp(self):
+        self.local = LocalHub()
+        self.metrics = Metrics(lambda: {})
+        self.hub = RedisHub("redis://127.0.0.1:1/0", MemoryReactorClock(), prefix="p", metrics=self.metrics, local=self.local)
+        self.presence = []
+        self.hub.presence_observers.append(lambda uid, online: self.presence.append((uid, online)))
+
+    def test_interfaces(self):
+        self.assertTrue(verifyObject(IHub, self.hub))
+        self.assertFalse(self.hub.healthy)
+
+    def test_sessions_are_the_local_hubs(self):
+        phone = FakeSession("alice", "phone")
+        desk = FakeSession("alice", "desk", channel="socket")
+        self.hub.register(phone)
+        self.hub.register(desk)
+        self.assertEqual(set(self.local.sessions("alice")), {phone, desk})
+        self.assertEqual(set(self.hub.sessions("alice")), {phone, desk})
+        self.assertTrue(self.hub.is_online("alice"))
+        self.assertEqual(self.hub.session_counts(), {"longconn": 1, "socket": 1})
+        self.hub.unregister(phone)
+        self.assertEqual(self.local.sessions("alice"), [desk])
+        self.assertEqual(self.hub.session_counts(), {"socket": 1})
+
+    def test_presence_observers_are_the_bridges(self):
+        # Presence listens to the bridge, which alone may say a user is
+        # offline everywhere; the local hub tells only the bridge.
+        self.assertEqual(len(self.local.presence_observers), 1)
+        phone = FakeSession("alice")
+        self.hub.register(phone)
+        self.assertEqual(self.presence, [("alice", True)])
+        # Redis unreachable: the last session here is the last one known.
+        self.hub.unregister(phone)
+        self.assertEqual(self.presence, [("alice", True), ("alice", False)])
+
+    def test_deliver_locally_while_redis_is_away(self):
+        a1 = FakeSession("alice", "phone")
+        a2 = FakeSession("alice", "desk")
+        b1 = FakeSession("bob")
+        for s in (a1, a2, b1):
+            self.hub.register(s)
+        skipped = self.metrics.redis_skipped._value.get()
+        event = Event("message", {"body": "hi"})
+        self.hub.deliver(["alice", "bob", "alice"], event, exclude=a1)
+        self.assertEqual((a1.events, a2.events, b1.events), ([], [event], [event]))
+        self.hub.deliver(["alice"], event, resource="phone")
+        self.assertEqual((a1.events, a2.events), ([event], [event]))
+        # One publication a user: alice and bob, then alice.
+        self.assertEqual(self.metrics.redis_skipped._value.get() - skipped, 3)
+
+    @inlineCallbacks
+    def test_show_and_presence(self):
+        phone = FakeSession("alice", "phone")
+        desk = FakeSession("alice", "desk")
+        self.hub.register(phone)
+        self.hub.register(desk)
+        self.hub.set_show(phone, "dnd")
+        self.hub.set_show(desk, None)
+        self.assertEqual(phone.show, "dnd")
+        seen = yield self.hub.presence(["alice", "bob"])
+        self.assertEqual(seen, [("alice", "phone", "dnd")])
+
+    def test_subscriptions_and_resync_follow_the_local_hub(self):
+        a1 = FakeSession("alice", "phone")
+        b1 = FakeSession("bob")
+        self.hub.register(a1)
+        self.hub.register(b1)
+        subscriber = FakeSubscriber()
+        self.hub._subscriber_up(subscriber)
+        self.assertEqual([sorted(c) for c in subscriber.subscribed], [["p:u:alice", "p:u:bob"]])
+        self.assertEqual((a1.events, b1.events), ([], []))
+        # A second session of alice needs no new subscription; carol does.
+        self.hub.register(FakeSession("alice", "desk"))
+        carol = FakeSession("carol")
+        self.hub.register(carol)
+        self.assertEqual(subscriber.subscribed[1:], ["p:u:carol"])
+        self.hub.unregister(carol)
+        self.assertEqual(subscriber.unsubscribed, ["p:u:carol"])
+        self.hub._subscriber_down(subscriber)
+        self.hub._subscriber_up(subscriber)
+        self.assertEqual((a1.events, b1.events), ([Event(RESYNC, {})], [Event(RESYNC, {})]))
+        self.assertEqual(carol.events, [])
+
+    def test_event_from_another_instance(self):
+        phone = FakeSession("alice", "phone")
+        desk = FakeSession("alice", "desk")
+        self.hub.register(phone)
+        self.hub.register(desk)
+        self.hub._received(b"p:u:alice", json.dumps({"op": "event", "k": "message", "d": {"body": "hi"}, "res": "desk", "o": "other"}))
+        self.assertEqual((phone.events, desk.events), ([], [Event("message", {"body": "hi"})]))
+        self.assertEqual(self.metrics.redis_received._value.get(), 1)
+
+    def test_kick_from_another_instance(self):
+        phone = FakeSession("alice", "phone", hub=self.hub)
+        desk = FakeSession("alice", "desk", hub=self.hub)
+        self.hub.register(phone)
+        self.hub.register(desk)
+        self.hub._received("p:u:alice", json.dumps({"op": "kick", "res": "phone", "o": "other"}))
+        self.assertEqual((phone.kicks, desk.kicks), (["logged in elsewhere"], []))
+        self.assertEqual(self.local.sessions("alice"), [desk])
+        self.hub._received("p:u:alice", json.dumps({"op": "kick", "res": "desk", "o": "other"}))
+        self.assertEqual(self.local.sessions("alice"), [])
+        self.assertEqual(self.presence, [("alice", True), ("alice", False)])
+
+
+def wait(seconds):
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class RedisHubTests(unittest.TestCase):
+    """Two bridges on a real Redis, under a key prefix of their own."""
+
+    if REDIS_URL is None:
+        skip = "IMD_TEST_REDIS_URL is not set"
+
+    @inlineCallbacks
+    def bridges(self, n=2):
+        prefix = f"imdtest{secrets.token_hex(4)}"
+        hubs = []
+        for i in range(n):
+            hub = RedisHub(REDIS_URL, reactor, prefix=prefix, heartbeat=1)
+            hub.start(f"hub{i}")
+            self.addCleanup(hub.stop)
+            hubs.append(hub)
+        yield self.until(lambda: succeed(all(hub.healthy for hub in hubs)))
+        return hubs
+
+    @inlineCallbacks
+    def until(self, check, timeout=10.0, step=0.05):
+        waited = 0.0
+        while not (yield check()):
+            if waited >= timeout:
+                self.fail("condition not met in time")
+            yield wait(step)
+            waited += step
+
+    def subscribed(self, hub, uid):
+        d = hub._redis.execute_command("PUBSUB", "NUMSUB", hub._channel(uid))
+        return d.addCallback(lambda reply: int(reply[1]) > 0)
+
+    @inlineCallbacks
+    def test_linked(self):
+        a, b = yield self.bridges()
+        self.assertTrue(verifyObject(IHub, a))
+        alice = FakeSession("alice", "phone")
+        a.register(alice)
+        yield self.until(lambda: self.subscribed(a, "alice"))
+        b.deliver(["alice"], Event("message", {"body": "across"}))
+        yield self.until(lambda: succeed(alice.events))
+        self.assertEqual(alice.events, [Event("message", {"body": "across"})])
+        self.assertEqual(b.sessions("alice"), [])
+        yield a.stop()
+        self.assertFalse(a.healthy)
+
+    @inlineCallbacks
+    def test_offline_only_when_the_last_session_anywhere_leaves(self):
+        a, b = yield self.bridges()
+        seen_a, seen_b = [], []
+        a.presence_observers.append(lambda uid, online: seen_a.append((uid, online)))
+        b.presence_observers.append(lambda uid, online: seen_b.append((uid, online)))
+        phone = FakeSession("alice", "phone")
+        desk = FakeSession("alice", "desk")
+        a.register(phone)
+        b.register(desk)
+        yield self.until(lambda: a.remote_sessions("alice").addCallback(lambda r: r == [("desk", "online")]))
+        a.unregister(phone)
+        yield wait(0.3)
+        self.assertEqual(seen_a, [("alice", True)])
+        b.unregister(desk)
+        yield self.until(lambda: succeed(len(seen_b) == 2))
+        self.assertEqual(seen_b, [("alice", True), ("alice", False)])
+        self.assertEqual(seen_a, [("alice", True)])

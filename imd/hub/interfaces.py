@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_hub -*-
 """What a channel's live connection and the hub promise each other."""
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ class IHub(Interface):
     process; a clustered hub also reaches those of other instances.
     """
 
+    healthy = Attribute(
+        "Whether the hub reaches every instance it should, bool: the in-process hub "
+        "always does; a clustered hub only while linked."
+    )
+    presence_observers = Attribute(
+        "Callables (uid, online), told when a user's first session arrives or the "
+        "last one leaves (the last anywhere, for a clustered hub); a list."
+    )
+
+    def start(instance: str) -> Any:
+        """Begin serving as the instance named C{instance}: None or a Deferred."""
+
+    def stop() -> Any:
+        """Stop serving; None or a Deferred that fires once this instance has said goodbye."""
+
     def register(session: ISession) -> None:
         """Add C{session}; an older session with the same uid and resource is kicked."""
 
@@ -74,3 +90,6 @@ class IHub(Interface):
 
     def presence(uids: Iterable[str]) -> Any:
         """Deferred (uid, resource, show) of the visible sessions of C{uids}, everywhere."""
+
+    def session_counts() -> dict:
+        """Live sessions of this process per channel name."""

@@ -15,15 +15,33 @@ from imd.hub.interfaces import Event, IHub, ISession
 log = Logger()
 
 
+def tell_observers(observers: list[Callable[[str, bool], None]], uid: str, online: bool) -> None:
+    """Call each of C{observers} with (C{uid}, C{online}); one that raises does not stop the rest."""
+    for observer in list(observers):
+        try:
+            observer(uid, online)
+        except Exception:
+            log.failure("presence observer for {uid}", uid=uid)
+
+
 @implementer(IHub)
 class LocalHub:
+    # Nothing to link to: one process always reaches all of its sessions.
+    healthy = True
+
     def __init__(self) -> None:
         # uid -> resource -> session
         self._sessions: dict[str, dict[str, ISession]] = {}
         self._by_channel: Counter[str] = Counter()
         # Called with (uid, online) when a user's first session arrives or
-        # last one leaves: presence and the Redis bridge listen here.
+        # last one leaves: presence, or the Redis bridge that holds this hub.
         self.presence_observers: list[Callable[[str, bool], None]] = []
+
+    def start(self, instance: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
     def register(self, session: ISession) -> None:
         resources = self._sessions.setdefault(session.uid, {})
@@ -73,6 +91,10 @@ class LocalHub:
 
     def is_online(self, uid: str) -> bool:
         return uid in self._sessions
+
+    def uids(self) -> list[str]:
+        """The users with a live session here."""
+        return list(self._sessions)
 
     def deliver(
         self,
@@ -124,8 +146,4 @@ class LocalHub:
         return {channel: n for channel, n in self._by_channel.items() if n}
 
     def _notify(self, uid: str, online: bool) -> None:
-        for observer in list(self.presence_observers):
-            try:
-                observer(uid, online)
-            except Exception:
-                log.failure("presence observer for {uid}", uid=uid)
+        tell_observers(self.presence_observers, uid, online)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cluster -*-
+# -*- test-case-name: tests.test_hub,tests.test_cluster -*-
 """
 The hub of one instance among several, linked by Redis pub/sub.
 
@@ -12,6 +12,9 @@ The hub of one instance among several, linked by Redis pub/sub.
   ``<prefix>:i:<instance>`` every heartbeat; when one stops (a crash, no
   goodbye), a survivor notices its key has expired, removes its sessions
   and tells their friends they went offline.
+- Sessions of this instance are kept by a L{LocalHub} the bridge holds:
+  it registers and delivers locally, the bridge adds what crosses
+  instances and decides when a user is offline everywhere.
 - Redis down: messages are committed and acknowledged as ever and local
   sessions get them live; publishing stops (nothing piles up) and
   ``/healthz`` says "degraded".  When the subscriber is back, each local
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 import txredisapi
@@ -33,7 +36,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from imd.hub.interfaces import RESYNC, Event, IHub, ISession
-from imd.hub.local import LocalHub
+from imd.hub.local import LocalHub, tell_observers
 
 log = Logger()
 # Channels per SUBSCRIBE command when restoring subscriptions.
@@ -82,7 +85,7 @@ class _Publisher(txredisapi.RedisProtocol):
 
 
 @implementer(IHub)
-class RedisHub(LocalHub):
+class RedisHub:
     def __init__(
         self,
         url: str,
@@ -90,8 +93,13 @@ class RedisHub(LocalHub):
         prefix: str = "imd",
         heartbeat: float = 10,
         metrics: Any = None,
+        local: LocalHub | None = None,
     ) -> None:
-        super().__init__()
+        self._local = local if local is not None else LocalHub()
+        # The local hub's word on a user's last session is checked against
+        # the other instances before it reaches these observers.
+        self._local.presence_observers.append(self._local_presence)
+        self.presence_observers: list[Callable[[str, bool], None]] = []
         self.url = url
         self.instance = ""
         self.prefix = prefix
@@ -131,6 +139,7 @@ class RedisHub(LocalHub):
 
     def start(self, instance: str) -> None:
         self.instance = instance
+        self._local.start(instance)
         params = parse_url(self.url)
         if params["unix"]:
             endpoint = UNIXClientEndpoint(self._reactor, params["unix"], timeout=5)
@@ -175,6 +184,7 @@ class RedisHub(LocalHub):
                 yield factory.disconnect()
             except Exception:
                 pass
+        yield self._local.stop()
 
     @property
     def healthy(self) -> bool:
@@ -187,8 +197,8 @@ class RedisHub(LocalHub):
         log.info("hub: Redis publisher connected")
         self._beat()
         # Sessions registered while Redis was away are written now.
-        for uid, resources in list(self._sessions.items()):
-            for session in resources.values():
+        for uid in self._local.uids():
+            for session in self._local.sessions(uid):
                 self._write_presence(session)
 
     def _publisher_down(self) -> None:
@@ -198,7 +208,7 @@ class RedisHub(LocalHub):
 
     def _subscriber_up(self, subscriber: _Subscriber) -> None:
         self._subscriber = subscriber
-        channels = [self._channel(uid) for uid in self._sessions]
+        channels = [self._channel(uid) for uid in self._local.uids()]
         for i in range(0, len(channels), SUBSCRIBE_BATCH):
             subscriber.subscribe(channels[i : i + SUBSCRIBE_BATCH]).addErrback(
                 lambda f: log.failure("hub: restoring subscriptions", f)
@@ -206,8 +216,7 @@ class RedisHub(LocalHub):
         log.info("hub: Redis subscriber connected; {n} user channels subscribed", n=len(channels))
         if self._had_subscriber:
             # What others published while we could not hear is in the store.
-            for uid in list(self._sessions):
-                LocalHub.deliver(self, [uid], Event(RESYNC, {}))
+            self._local.deliver(self._local.uids(), Event(RESYNC, {}))
         self._had_subscriber = True
 
     def _subscriber_down(self, subscriber: _Subscriber) -> None:
@@ -218,8 +227,8 @@ class RedisHub(LocalHub):
     # -- sessions -----------------------------------------------------------
 
     def register(self, session: ISession) -> None:
-        first = session.uid not in self._sessions
-        super().register(session)
+        first = not self._local.is_online(session.uid)
+        self._local.register(session)
         if first and self._subscriber is not None:
             self._subscriber.subscribe(self._channel(session.uid)).addErrback(
                 lambda f: log.failure("hub: subscribing {uid}", f, uid=session.uid)
@@ -229,9 +238,10 @@ class RedisHub(LocalHub):
         self._publish(session.uid, {"op": "kick", "res": session.resource})
 
     def unregister(self, session: ISession) -> None:
-        known = self._sessions.get(session.uid, {}).get(session.resource) is session
-        last = known and len(self._sessions.get(session.uid, {})) == 1
-        super().unregister(session)
+        here = self._local.sessions(session.uid)
+        known = any(s is session for s in here)
+        last = known and len(here) == 1
+        self._local.unregister(session)
         if not known:
             return
         if last and self._subscriber is not None:
@@ -239,6 +249,16 @@ class RedisHub(LocalHub):
         if self._publisher_ready:
             d = self._redis.hdel(self._presence_key(session.uid), self._field(session))
             d.addErrback(lambda f: log.failure("hub: removing presence", f))
+
+    def sessions(self, uid: str) -> list[ISession]:
+        return self._local.sessions(uid)
+
+    def is_online(self, uid: str) -> bool:
+        """Whether C{uid} has a live session on this instance."""
+        return self._local.is_online(uid)
+
+    def session_counts(self) -> dict[str, int]:
+        return self._local.session_counts()
 
     def claim_once(self, key: str, ttl: int) -> "defer.Deferred[bool]":
         """
@@ -258,7 +278,7 @@ class RedisHub(LocalHub):
         return d.addErrback(unreachable)
 
     def set_show(self, session: ISession, show: str | None) -> None:
-        session.show = show
+        self._local.set_show(session, show)
         self._write_presence(session)
 
     def _field(self, session: ISession) -> str:
@@ -275,8 +295,11 @@ class RedisHub(LocalHub):
         d.addErrback(lambda f: log.failure("hub: writing presence", f))
 
     def _notify(self, uid: str, online: bool) -> None:
+        tell_observers(self.presence_observers, uid, online)
+
+    def _local_presence(self, uid: str, online: bool) -> None:
         if online or not self._publisher_ready:
-            super()._notify(uid, online)
+            self._notify(uid, online)
             return
         # The last session here is gone; the user is offline only if no
         # other instance holds one.
@@ -289,7 +312,7 @@ class RedisHub(LocalHub):
 
         def tell(remote: list) -> None:
             if not remote:
-                LocalHub._notify(self, uid, False)
+                self._notify(uid, False)
 
         d.addErrback(unknown)
         d.addCallback(tell)
@@ -333,9 +356,7 @@ class RedisHub(LocalHub):
         """
         result = []
         for uid in uids:
-            for session in self.sessions(uid):
-                if getattr(session, "show", None):
-                    result.append((uid, session.resource, session.show))
+            result.extend((yield self._local.presence([uid])))
             try:
                 remote = yield self.remote_sessions(uid)
             except Exception:
@@ -354,7 +375,7 @@ class RedisHub(LocalHub):
         resource: str | None = None,
     ) -> None:
         uids = list(dict.fromkeys(uids))
-        super().deliver(uids, event, exclude=exclude, resource=resource)
+        self._local.deliver(uids, event, exclude=exclude, resource=resource)
         message = {"op": "event", "k": event.kind, "d": event.data}
         if resource is not None:
             message["res"] = resource
@@ -388,11 +409,11 @@ class RedisHub(LocalHub):
             self._metrics.redis_received.inc()
         op = message.get("op")
         if op == "event":
-            LocalHub.deliver(self, [uid], Event(message.get("k", ""), message.get("d") or {}), resource=message.get("res"))
+            self._local.deliver([uid], Event(message.get("k", ""), message.get("d") or {}), resource=message.get("res"))
         elif op == "kick":
-            for session in self.sessions(uid):
+            for session in self._local.sessions(uid):
                 if session.resource == message.get("res"):
-                    LocalHub.unregister(self, session)
+                    self._local.unregister(session)
                     session.kick("logged in elsewhere")
 
     # -- heartbeat and the reaper -------------------------------------------
@@ -404,7 +425,7 @@ class RedisHub(LocalHub):
         try:
             yield self._redis.set(self._alive_key(self.instance), "1", expire=self.ttl)
             yield self._redis.sadd(self._instances_key, self.instance)
-            for uid in list(self._sessions):
+            for uid in self._local.uids():
                 yield self._redis.expire(self._presence_key(uid), self.ttl)
         except Exception:
             log.failure("hub: heartbeat")
@@ -428,8 +449,8 @@ class RedisHub(LocalHub):
                 log.warn("hub: instance {dead} stopped beating; removing its sessions", dead=instance)
                 gone = yield self._forget_instance(instance)
                 for uid in gone:
-                    if not self.sessions(uid):
-                        LocalHub._notify(self, uid, False)
+                    if not self._local.is_online(uid):
+                        self._notify(uid, False)
         except Exception:
             log.failure("hub: reaping dead instances")
 
