@@ -273,7 +273,7 @@ class SocketEdgeTests(SocketTestsMixin, SQLiteBackend, unittest.TestCase):
         # The token is re-checked once a minute at most: pretend a minute passed.
         self.patch(bob, "pushes", [])
         proto = server.hub.sessions("bob")[0].protocol
-        proto._token._checked -= 61
+        proto.token._checked -= 61
         yield bob.request({"action": "ping"})
         yield self.assertFailure(bob.sendmsg("x", to_user_id="bob"), Exception)
         yield bob.closed

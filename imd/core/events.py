@@ -2,19 +2,32 @@
 The events core services hand to the hub, by kind, with their data.
 Channels render them; the names are the contract between the two.
 
-message        a 1:1 or group message for its recipients
-message.copy   the same, for the sender's other sessions
-roster.request a friend request for its addressee
-roster.answer  the answer, for the requester
-roster.added   {"frd"}: a friendship began
-roster.deleted {"frd"}: a friendship ended
-presence       {"type", "from", "from_res", "show", "to"?, "to_res"?}
-group.invite   an invite for its addressee
-group.data     a group and its members, for a new member
-group.peer_add {"gid", "uid", "fname", "right", "join_time"} for the others
-group.leave    {"msgid", "from", "gid"}: a member left
-receipt        {"msgid", "from", "kind", "gid"?} for a message's sender
-recall         {"msgid", "from", "to" | "gid"}
+Every field is imd's own name, in no channel's vocabulary; times are
+milliseconds.  Each wire family turns these into its own form in one
+serializer module (imd/channels/*/serialize.py).
+
+message              a 1:1 or group message for its recipients
+                     (L{imd.core.messages.message_data}: id, msgid, from,
+                     from_res, kind, body, time, client_time, recalled,
+                     and to, or gid and seq)
+message.copy         the same, for the sender's other sessions
+roster.request       {"msgid", "from", "to", "note", "time"} for its addressee
+roster.answer        {"msgid", "from", "to", "accept", "names"} for the
+                     requester; names: how each side files the other
+                     (requester_group, requester_remark, answerer_group,
+                     answerer_remark), those given
+roster.added         {"friend"}: a friendship began
+roster.deleted       {"friend"}: a friendship ended
+presence             {"type", "from", "from_res", "show", "to"?, "to_res"?}
+group.invite         {"msgid", "from", "to", "gid", "name", "time"}
+group.data           a group and its members, for a new member
+                     (L{imd.core.groups.group_data}: gid, name, creator,
+                     type, exitable, created_at, members)
+group.member_added   a member (uid, name, role, joined_at) and its gid,
+                     for the others
+group.leave          {"msgid", "from", "gid"}: a member left
+receipt              {"msgid", "from", "kind", "gid"?} for a message's sender
+recall               {"msgid", "from", "to" | "gid"}
 """
 
 MESSAGE = "message"
@@ -26,7 +39,7 @@ ROSTER_DELETED = "roster.deleted"
 PRESENCE = "presence"
 GROUP_INVITE = "group.invite"
 GROUP_DATA = "group.data"
-GROUP_PEER_ADD = "group.peer_add"
+GROUP_MEMBER_ADDED = "group.member_added"
 GROUP_LEAVE = "group.leave"
 RECEIPT = "receipt"
 RECALL = "recall"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
 from typing import Any
@@ -27,7 +26,7 @@ def invite_data(invite: GroupInvite) -> dict[str, Any]:
         "from": invite.msgfrom,
         "to": invite.msgto,
         "gid": invite.gid,
-        "gname": invite.gname,
+        "name": invite.gname,
         "time": invite.created_at,
     }
 
@@ -35,22 +34,25 @@ def invite_data(invite: GroupInvite) -> dict[str, Any]:
 def member_data(member: Member) -> dict[str, Any]:
     return {
         "uid": member.uid,
-        "fname": member.remark or member.name,
-        "right": str(member.role),
-        "join_time": member.join_time,
+        # What the group calls the member: its remark there, else its name.
+        "name": member.remark or member.name,
+        "role": member.role,
+        "joined_at": member.join_time,
     }
 
 
-def group_data(group: Group, members: list[Member]) -> dict[str, Any]:
-    return {
+def group_data(group: Group, members: list[Member] | None = None) -> dict[str, Any]:
+    data = {
         "gid": group.gid,
-        "gname": group.name,
-        "time": group.created_at,
-        "type": str(group.type),
-        "exit": "1" if group.exitable else "0",
+        "name": group.name,
         "creator": group.creator,
-        "peers": [member_data(m) for m in members],
+        "type": group.type,
+        "exitable": group.exitable,
+        "created_at": group.created_at,
     }
+    if members is not None:
+        data["members"] = [member_data(m) for m in members]
+    return data
 
 
 class GroupService:
@@ -67,14 +69,14 @@ class GroupService:
     @inlineCallbacks
     def create(self, uid: str, name: Any, type: Any = PRIVATE, exitable: Any = True):
         """A new group with C{uid} as its admin; returns the L{Group}."""
-        name = fields.text("gname", name, 500)
+        name = fields.text("name", name, 500)
         try:
             type = int(type)
         except (TypeError, ValueError):
             type = 0
         if type not in (PRIVATE, PUBLIC):
             raise InvalidField("type must be 1 (private) or 2 (public)")
-        exitable = fields.boolean("exit", exitable, default=True)
+        exitable = fields.boolean("exitable", exitable, default=True)
         group = yield self._groups.create(
             secrets.token_hex(8), name, uid, type, exitable, self._now()
         )
@@ -112,15 +114,7 @@ class GroupService:
 
     @inlineCallbacks
     def invite_many(self, uid: str, gid: Any, friends: Any, origin: Any = None):
-        """
-        Seed 004's addGroup: invite every user of C{friends} (a list, or a
-        JSON string of one).  All are checked before anyone is invited.
-        """
-        if isinstance(friends, str):
-            try:
-                friends = json.loads(friends)
-            except ValueError:
-                raise InvalidField("friends must be a JSON list of user ids") from None
+        """Invite every user of the list C{friends}; all are checked before anyone is invited."""
         if not isinstance(friends, list) or not friends or len(friends) > MAX_INVITES:
             raise InvalidField(f"friends must be a list of 1-{MAX_INVITES} user ids")
         friends = [fields.uid("friends", str(f) if isinstance(f, int) else f) for f in friends]
@@ -162,7 +156,7 @@ class GroupService:
         """
         gid = fields.gid("gid", gid)
         accept = fields.boolean("accept", accept)
-        remark = fields.text("fname", remark, 200, required=False)
+        remark = fields.text("remark", remark, 200, required=False)
         if msgid is not None:
             msgid = fields.ident("msgid", msgid)
         invite = yield self._groups.pending_invite(uid, gid, None)
@@ -182,7 +176,7 @@ class GroupService:
         me = next(m for m in members if m.uid == uid)
         others = [m.uid for m in members if m.uid != uid]
         self._hub.deliver([uid], Event(events.GROUP_DATA, group_data(group, members)))
-        self._hub.deliver(others, Event(events.GROUP_PEER_ADD, dict(member_data(me), gid=gid)))
+        self._hub.deliver(others, Event(events.GROUP_MEMBER_ADDED, dict(member_data(me), gid=gid)))
         if self._presence is not None:
             yield self._presence.introduce(uid, others)
 

@@ -14,6 +14,8 @@ from twisted.logger import Logger
 
 from imd.config import MessagesConfig
 from imd.core import events, fields
+from imd.core.groups import invite_data
+from imd.core.roster import request_data
 from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound
 from imd.hub.interfaces import Event
 from imd.store.messages import Message
@@ -168,12 +170,34 @@ class MessageService:
     def offline(self, uid: str, limit: int = 500):
         return self._messages.offline(uid, limit)
 
+    @inlineCallbacks
+    def pending(self, uid: str, messages: bool = True, others: bool = True, limit: int = 500):
+        """
+        What C{uid} has not received, as the events that would have
+        brought it, for a session that logs in or missed live events: with
+        C{messages}, the oldest C{limit} unacknowledged 1:1 messages and
+        group messages past its cursors; with C{others}, the friend
+        requests and group invites it has not received.
+        """
+        found: list[Event] = []
+        if messages:
+            for message in (yield self._messages.offline(uid, limit)):
+                found.append(Event(events.MESSAGE, message_data(message)))
+            for message in (yield self._messages.group_offline(uid, None, limit)):
+                found.append(Event(events.MESSAGE, message_data(message)))
+        if others:
+            for request in (yield self._roster.pending_requests(uid, True)):
+                found.append(Event(events.ROSTER_REQUEST, request_data(request)))
+            for invite in (yield self._groups.pending_invites(uid, True)):
+                found.append(Event(events.GROUP_INVITE, invite_data(invite)))
+        returnValue(found)
+
     def received_until(self, uid: str, until_ms: int):
         return self._messages.mark_received_until(uid, until_ms)
 
     def history(self, uid: str, peer: Any, limit: int = 500):
         """The conversation of C{uid} with C{peer} over the last C{history_days}."""
-        peer = fields.uid("msgto", peer)
+        peer = fields.uid("peer", peer)
         since = self._now() - self._config.history_days * DAY_MS
         return self._messages.history(uid, peer, since, limit)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -24,48 +23,38 @@ def request_data(request: FriendRequest) -> dict[str, Any]:
         "msgid": request.msgid,
         "from": request.msgfrom,
         "to": request.msgto,
-        "msg": request.msg,
+        "note": request.msg,
         "time": request.created_at,
     }
 
 
-def parse_friend_groups(grp: Any) -> list[FriendGroup]:
-    """
-    Seed 001's ``grp`` JSON string (or list): ``[{"gid", "n", "w", "def"}]``.
-    Exactly one group must be the default; gids are unique.
-    """
-    if isinstance(grp, str):
-        try:
-            grp = json.loads(grp)
-        except ValueError:
-            raise InvalidField("grp must be a JSON array of friend groups") from None
-    if not isinstance(grp, list) or not grp:
-        raise InvalidField("grp must be a non-empty JSON array of friend groups")
-    if len(grp) > MAX_FRIEND_GROUPS:
+# How each side of an accepted request files the other: a friend group and
+# a remark name.
+ANSWER_NAMES = ("requester_group", "requester_remark", "answerer_group", "answerer_remark")
+
+
+def _check_friend_groups(groups: Any) -> list[FriendGroup]:
+    """Exactly one default, unique gids, names and weights the store holds."""
+    if not isinstance(groups, list) or not groups:
+        raise InvalidField("friend groups must be a non-empty list")
+    if len(groups) > MAX_FRIEND_GROUPS:
         raise InvalidField(f"at most {MAX_FRIEND_GROUPS} friend groups")
-    groups = []
-    for item in grp:
-        if not isinstance(item, dict):
-            raise InvalidField("each friend group must be an object {gid, n, w, def}")
-        # The store's INTEGER column.
-        weight = fields.integer("w", item.get("w", 0), -(2**31), 2**31 - 1)
-        groups.append(
+    checked = []
+    for g in groups:
+        checked.append(
             FriendGroup(
-                gid=fields.gid("gid", item.get("gid")),
-                name=fields.text("n", item.get("n"), 100),
-                weight=weight,
-                is_default=fields.boolean("def", item.get("def"), default=False),
+                gid=fields.gid("gid", g.gid),
+                name=fields.text("name", g.name, 100),
+                # The store's INTEGER column.
+                weight=fields.integer("weight", g.weight, -(2**31), 2**31 - 1),
+                is_default=fields.boolean("default", g.is_default, default=False),
             )
         )
-    if len({g.gid for g in groups}) != len(groups):
+    if len({g.gid for g in checked}) != len(checked):
         raise InvalidField("friend group ids must be unique")
-    if sum(g.is_default for g in groups) != 1:
+    if sum(g.is_default for g in checked) != 1:
         raise InvalidField("exactly one friend group must be the default")
-    return groups
-
-
-def friend_groups_json(groups: list[FriendGroup]) -> list[dict[str, Any]]:
-    return [{"gid": g.gid, "n": g.name, "w": g.weight, "def": g.is_default} for g in groups]
+    return checked
 
 
 class RosterService:
@@ -142,18 +131,19 @@ class RosterService:
         requester: Any,
         msgid: Any,
         accept: Any,
-        msg: Any = None,
+        names: Any = None,
         origin: Any = None,
     ):
         """
         C{uid} accepts or rejects C{requester}'s request C{msgid}.  C{msg} is
-        seed 001's JSON string ``{req_gid, req_name, resp_gid, resp_name}``:
-        the friend group and remark name each side files the other under.
+        a mapping of L{ANSWER_NAMES}: the friend group and remark name each
+        side files the other under (those not given: the default group, no
+        remark).
         """
         requester = fields.uid("to", requester)
         msgid = fields.ident("msgid", msgid)
         accept = fields.boolean("accept", accept)
-        names = _answer_names(msg)
+        names = _answer_names(names)
         request = yield self._roster.pending_request(uid, msgid, requester)
         if request is None:
             raise NotFound(f"no pending friend request {msgid} from {requester}")
@@ -161,10 +151,10 @@ class RosterService:
             request.id,
             accept,
             self._now(),
-            req_gid=names.get("req_gid") or request.req_gid or "1",
-            req_name=names.get("req_name") or request.req_name or "",
-            resp_gid=names.get("resp_gid") or "1",
-            resp_name=names.get("resp_name") or "",
+            req_gid=names.get("requester_group") or request.req_gid or "1",
+            req_name=names.get("requester_remark") or request.req_name or "",
+            resp_gid=names.get("answerer_group") or "1",
+            resp_name=names.get("answerer_remark") or "",
         )
         if not answered:
             raise NotFound(f"no pending friend request {msgid} from {requester}")
@@ -173,12 +163,12 @@ class RosterService:
             "from": uid,
             "to": requester,
             "accept": accept,
-            "msg": msg if isinstance(msg, str) else json.dumps(names, ensure_ascii=False),
+            "names": names,
         }
         self._hub.deliver([requester], Event(events.ROSTER_ANSWER, answer))
         if accept:
-            self._hub.deliver([requester], Event(events.ROSTER_ADDED, {"frd": uid}))
-            self._hub.deliver([uid], Event(events.ROSTER_ADDED, {"frd": requester}))
+            self._hub.deliver([requester], Event(events.ROSTER_ADDED, {"friend": uid}))
+            self._hub.deliver([uid], Event(events.ROSTER_ADDED, {"friend": requester}))
         returnValue(accept)
 
     @inlineCallbacks
@@ -187,8 +177,8 @@ class RosterService:
         removed = yield self._roster.remove_friend(uid, friend)
         if not removed:
             raise NotFound(f"{friend} is not your friend")
-        self._hub.deliver([friend], Event(events.ROSTER_DELETED, {"frd": uid}))
-        self._hub.deliver([uid], Event(events.ROSTER_DELETED, {"frd": friend}))
+        self._hub.deliver([friend], Event(events.ROSTER_DELETED, {"friend": uid}))
+        self._hub.deliver([uid], Event(events.ROSTER_DELETED, {"friend": friend}))
 
     def friends(self, uid: str):
         return self._roster.friends(uid)
@@ -199,12 +189,13 @@ class RosterService:
     def friend_groups(self, uid: str):
         return self._roster.friend_groups(uid)
 
-    def set_friend_groups(self, uid: str, grp: Any):
-        return self._roster.set_friend_groups(uid, parse_friend_groups(grp))
+    def set_friend_groups(self, uid: str, groups: Any):
+        """Replace C{uid}'s friend groups with C{groups} (L{FriendGroup}s)."""
+        return self._roster.set_friend_groups(uid, _check_friend_groups(groups))
 
     @inlineCallbacks
     def set_friend_group(self, uid: str, fid: Any, gid: Any):
-        fid = fields.uid("fid", fid)
+        fid = fields.uid("friend", fid)
         gid = fields.gid("gid", gid)
         known = yield self._roster.has_friend_group(uid, gid)
         if not known:
@@ -215,28 +206,21 @@ class RosterService:
 
     @inlineCallbacks
     def set_remark(self, uid: str, fid: Any, name: Any):
-        fid = fields.uid("fid", fid)
+        fid = fields.uid("friend", fid)
         name = fields.text("name", name, 100, required=False)
         updated = yield self._roster.update_friend(uid, fid, remark=name)
         if not updated:
             raise NotFound(f"{fid} is not your friend")
 
 
-def _answer_names(msg: Any) -> dict[str, str]:
-    if msg is None or msg == "":
+def _answer_names(names: Any) -> dict[str, str]:
+    if names is None:
         return {}
-    if isinstance(msg, str):
-        try:
-            msg = json.loads(msg)
-        except ValueError:
-            raise InvalidField("msg must be a JSON object {req_gid, req_name, resp_gid, resp_name}") from None
-    if not isinstance(msg, dict):
-        raise InvalidField("msg must be a JSON object {req_gid, req_name, resp_gid, resp_name}")
-    names = {}
-    for key in ("req_gid", "resp_gid"):
-        if msg.get(key) not in (None, ""):
-            names[key] = fields.gid(key, msg[key])
-    for key in ("req_name", "resp_name"):
-        if msg.get(key) not in (None, ""):
-            names[key] = fields.text(key, msg[key], 100)
-    return names
+    if not isinstance(names, dict):
+        raise InvalidField(f"names must be an object of {', '.join(ANSWER_NAMES)}")
+    checked = {}
+    for key in ANSWER_NAMES:
+        value = names.get(key)
+        if value not in (None, ""):
+            checked[key] = fields.gid(key, value) if key.endswith("_group") else fields.text(key, value, 100)
+    return checked

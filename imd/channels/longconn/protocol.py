@@ -12,26 +12,24 @@ hands it the next one without waiting for the commit of the last.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
 from imd.channels.longconn import msgtypes as T
+from imd.channels.longconn import serialize
 from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
-from imd.core import events, fields
-from imd.core.accounts import LiveToken
-from imd.core.groups import invite_data
-from imd.core.messages import message_data
-from imd.core.roster import request_data
+from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
+from imd.core import fields
 from imd.errors import IMError, InvalidField, InvalidToken
-from imd.hub.interfaces import RESYNC, Event
-from imd.channels.longconn.wiretime import format_time
+from imd.hub.interfaces import Event
+
+if TYPE_CHECKING:
+    from imd.server import Server
 
 log = Logger()
-
 
 
 class LongConnSession(ChannelSession):
@@ -39,10 +37,11 @@ class LongConnSession(ChannelSession):
 
 
 class LongConnProtocol(FramedProtocol):
-    def __init__(self, server: Any) -> None:
+    session_class = LongConnSession
+
+    def __init__(self, server: "Server") -> None:
         super().__init__(server)
         self.decoder = FrameDecoder(server.config.longconn.max_frame)
-        self.token: LiveToken | None = None
 
     # -- bytes in ---------------------------------------------------------
 
@@ -55,7 +54,7 @@ class LongConnProtocol(FramedProtocol):
 
     def pipelined(self, frame: list) -> bool:
         msgtype = frame[0]
-        if msgtype not in _PIPELINED or self.session is None or self.token.due():
+        if msgtype not in _PIPELINED or self.session is None or self.token_due():
             return False
         body = frame[1]
         if not isinstance(body, dict):
@@ -84,12 +83,12 @@ class LongConnProtocol(FramedProtocol):
         self.send(T.IM_MESSAGE_ACK, body)
 
     def _error(self, msgtype: int, msgid: Any, error: IMError) -> None:
-        self.server.metrics.errors.labels("longconn", error.code).inc()
+        self.count_error(error.code)
         self.ack(msgtype, msgid, error.message, code=error.code)
 
     def _fail(self, msgtype: int, msgid: Any, message: str) -> None:
         """An error this connection cannot continue after: tell, then close."""
-        self.server.metrics.errors.labels("longconn", "protocol_error").inc()
+        self.count_error("protocol_error")
         self.ack(msgtype, msgid, message, code="protocol_error")
         self.close()
 
@@ -100,26 +99,9 @@ class LongConnProtocol(FramedProtocol):
         self.close()
 
     def render(self, event: Event) -> None:
-        if event.kind == RESYNC and self.session is not None:
-            self._resync().addErrback(lambda f: log.failure("long connection: resync", f))
-            return
-        renderer = _RENDERERS.get(event.kind)
-        if renderer is not None and self.session is not None:
-            msgtype, body = renderer(self.session, event.data)
-            self.send(msgtype, body)
-
-    @inlineCallbacks
-    def _resync(self):
-        """
-        Events from other instances were missed (Redis was away): write
-        again what this user has not acknowledged.  A client keeps the
-        sender and msgid of what it has, so one it had already is dropped.
-        """
-        uid = self.session.uid
-        for message in (yield self.server.messages.offline(uid)):
-            self.render(Event(events.MESSAGE, message_data(message)))
-        for message in (yield self.server.messages.group_offline(uid)):
-            self.render(Event(events.MESSAGE, message_data(message)))
+        frame = serialize.event(self.session.uid, self.session.resource, event)
+        if frame is not None:
+            self.send(*frame)
 
     # -- dispatch ---------------------------------------------------------
 
@@ -146,9 +128,9 @@ class LongConnProtocol(FramedProtocol):
         if handler is None:
             self._error(msgtype, msgid, InvalidField(f"unknown MsgType {msgtype}"))
             return None
-        if self.token.due():
-            d = self._check_token()
-            d.addCallback(lambda _: None if self._closing else self._dispatch(handler, msgtype, msgid, body))
+        if self.token_due():
+            d = self.check_token()
+            d.addCallback(lambda ok: self._dispatch(handler, msgtype, msgid, body) if ok and not self._closing else None)
             return d
         return self._dispatch(handler, msgtype, msgid, body)
 
@@ -196,35 +178,17 @@ class LongConnProtocol(FramedProtocol):
                 login = yield accounts.login(uid, body.get("password"))
                 token, expires_in = login.token, login.expires_in
         except IMError as e:
-            self.server.metrics.errors.labels("longconn", e.code).inc()
+            self.count_error(e.code)
             self.ack(T.IM_AUTH, msgid, e.message, code=e.code)
             self.close()
             return
         if self._closing:
             return
-        self.token = LiveToken(accounts, token, self.server.reactor)
-        self.session = LongConnSession(self, uid, resource)
-        self.server.hub.register(self.session)
-        log.info("{uid}/{res} authenticated on the long connection", uid=uid, res=resource)
+        self.start_session(uid, resource, token)
         self.ack(T.IM_AUTH, msgid, token=token, expires_in=expires_in, uid=uid)
-        yield self._push_pending()
-
-    @inlineCallbacks
-    def _push_pending(self):
-        """Friend requests and invites not yet received: there is no query for them."""
-        uid = self.session.uid
-        requests = yield self.server.roster.pending_requests(uid)
-        for request in requests:
-            self.render(Event(events.ROSTER_REQUEST, request_data(request)))
-        invites = yield self.server.groups.pending_invites(uid)
-        for invite in invites:
-            self.render(Event(events.GROUP_INVITE, invite_data(invite)))
-
-    @inlineCallbacks
-    def _check_token(self):
-        if not (yield self.token.valid()):
-            self.server.hub.unregister(self.session)
-            self.kick("token revoked or expired")
+        # Offline messages are the client's to fetch (QID); friend requests
+        # and invites have no query, so they are pushed.
+        yield self.push_missed(messages=False)
 
     # -- handlers: each returns extra ack fields, or None -------------------
 
@@ -287,7 +251,7 @@ class LongConnProtocol(FramedProtocol):
             body.get("to"),
             body.get("msgid"),
             body.get("accept"),
-            body.get("msg"),
+            serialize.parse_answer_names(body.get("msg")),
             origin=self.session,
         )
 
@@ -350,104 +314,8 @@ def _is_group(body: dict) -> bool:
 _PIPELINED = frozenset((T.IM_MESSAGE, T.IM_MESSAGE_ACK))
 
 
-def _render_message(session: LongConnSession, data: dict) -> dict:
-    group = "gid" in data
-    body = {
-        "msgid": data["msgid"],
-        "from": data["from"],
-        "from_res": data["from_res"],
-        "to": data["gid"] if group else data["to"],
-        "to_res": session.resource,
-        "time": data["client_time"] or format_time(data["time"]),
-        "stime": data["time"],
-        "type": "1" if group else "0",
-        "kind": data["kind"],
-        "body": data["body"],
-    }
-    if group:
-        body["gid"] = data["gid"]
-        body["seq"] = data["seq"]
-    return body
-
-
-def _render_request(session, data):
-    return T.IM_ROSTER_ADD_REQ, {
-        "msgid": data["msgid"],
-        "from": data["from"],
-        "from_res": "",
-        "to": data["to"],
-        "to_res": session.resource,
-        "time": format_time(data["time"]),
-        "msg": data["msg"],
-    }
-
-
-def _render_presence(session, data):
-    body = {
-        "type": data["type"],
-        "from": data["from"],
-        "from_res": data["from_res"],
-        "to": session.uid,
-        "to_res": session.resource,
-        "show": data["show"],
-    }
-    return T.IM_PRESENCE, body
-
-
-def _render_invite(session, data):
-    return T.IM_CHATROOM, {
-        "msgid": data["msgid"],
-        "type": "0",
-        "from": data["from"],
-        "from_res": "",
-        "to": data["to"],
-        "to_res": session.resource,
-        "gid": data["gid"],
-        "gname": data["gname"],
-    }
-
-
-def _render_group_data(session, data):
-    body = dict(data, time=format_time(data["time"]))
-    body["peers"] = [dict(p, join_time=format_time(p["join_time"])) for p in data["peers"]]
-    return T.IM_NOTIFY_GROUP_DATA, body
-
-
-def _render_peer_add(session, data):
-    return T.IM_NOTIFY_GROUP_PEER_ADD, dict(data, join_time=format_time(data["join_time"]))
-
-
-def _render_leave(session, data):
-    return T.IM_CHATROOM, {
-        "msgid": data["msgid"],
-        "type": "2",
-        "from": data["from"],
-        "from_res": "",
-        "to": session.uid,
-        "to_res": session.resource,
-        "rid": data["gid"],
-    }
-
-
-_RENDERERS: dict[str, Callable[[LongConnSession, dict], tuple[int, dict]]] = {
-    events.MESSAGE: lambda s, d: (T.IM_MESSAGE, _render_message(s, d)),
-    events.MESSAGE_COPY: lambda s, d: (T.IM_NOTIFY_MESSAGE, _render_message(s, d)),
-    events.ROSTER_REQUEST: _render_request,
-    events.ROSTER_ANSWER: lambda s, d: (T.IM_ROSTER_ADD_RESP, dict(d)),
-    events.ROSTER_ADDED: lambda s, d: (T.IM_NOTIFY_ROSTER_ADD, dict(d)),
-    events.ROSTER_DELETED: lambda s, d: (T.IM_NOTIFY_ROSTER_DEL, dict(d)),
-    events.PRESENCE: _render_presence,
-    events.GROUP_INVITE: _render_invite,
-    events.GROUP_DATA: _render_group_data,
-    events.GROUP_PEER_ADD: _render_peer_add,
-    events.GROUP_LEAVE: _render_leave,
-    events.RECEIPT: lambda s, d: (T.IM_NOTIFY_RECEIPT, dict(d)),
-    events.RECALL: lambda s, d: (T.IM_NOTIFY_RECALL, dict(d)),
-}
-
-
 class LongConnFactory(ChannelFactory):
     protocol_class = LongConnProtocol
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: "Server") -> None:
         super().__init__(server, server.config.longconn.idle_timeout)

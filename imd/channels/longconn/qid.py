@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
-from imd.core.roster import friend_groups_json
+from imd.channels.longconn import serialize
+from imd.core.groups import group_data, member_data
+from imd.core.messages import message_data
 from imd.errors import Forbidden, NotFound
 from imd.channels.shared.httpjson import bearer_token, read_json, write_json
-from imd.store.messages import Message
-from imd.channels.longconn.wiretime import cursor_time, format_time
+from imd.channels.longconn.wiretime import cursor_time
 
 
 def text(value: Any) -> dict:
@@ -32,45 +33,8 @@ def table(rows: list[dict[str, Any]]) -> dict:
     return {"type": "table", "result": [pairs(row) for row in rows]}
 
 
-def message_row(m: Message) -> dict[str, Any]:
-    row = {
-        "msgid": m.msgid,
-        "from": m.sender,
-        "from_res": m.sender_res,
-        "to": m.gid if m.gid is not None else m.to_uid,
-        "type": "1" if m.gid is not None else "0",
-        "kind": m.kind,
-        # A recalled message keeps its place in the conversation, not its words.
-        "body": "" if m.recalled_at is not None else m.body,
-        "time": format_time(m.created_at),
-        "stime": m.created_at,
-        "ctime": m.client_time,
-        "recalled": "1" if m.recalled_at is not None else "0",
-    }
-    if m.gid is not None:
-        row["gid"] = m.gid
-        row["seq"] = m.group_seq
-    return row
-
-
-def group_row(g) -> dict[str, Any]:
-    return {
-        "gid": g.gid,
-        "gname": g.name,
-        "creator": g.creator,
-        "type": str(g.type),
-        "exit": "1" if g.exitable else "0",
-        "time": format_time(g.created_at),
-    }
-
-
-def member_row(m) -> dict[str, Any]:
-    return {
-        "uid": m.uid,
-        "fname": m.remark or m.name,
-        "right": str(m.role),
-        "join_time": format_time(m.join_time),
-    }
+def _messages(messages) -> list[dict[str, Any]]:
+    return [serialize.message(message_data(m)) for m in messages]
 
 
 def directory_rows(rows: list[dict], delta: bool) -> list[dict]:
@@ -111,7 +75,7 @@ def roster_all(server, uid, token, body):
         "result": json.dumps(result, ensure_ascii=False),
         "ext": {
             "avatar": profile["avatar"],
-            "grp": json.dumps(friend_groups_json(groups), ensure_ascii=False),
+            "grp": serialize.friend_groups(groups),
             "sign": profile["sign"],
         },
     }
@@ -119,7 +83,7 @@ def roster_all(server, uid, token, body):
 
 @qid("QID_IM_SET_ROSTER_GRP")
 def set_roster_groups(server, uid, token, body):
-    yield server.roster.set_friend_groups(uid, body.get("grp"))
+    yield server.roster.set_friend_groups(uid, serialize.parse_friend_groups(body.get("grp")))
     return text("1")
 
 
@@ -156,7 +120,7 @@ def set_friend_name(server, uid, token, body):
 @qid("QID_IM_GET_OFFLINE_MSG")
 def offline(server, uid, token, body):
     messages = yield server.messages.offline(uid)
-    return table([message_row(m) for m in messages])
+    return table(_messages(messages))
 
 
 @qid("QID_IM_RECIVE_OFFLINE_MSG")
@@ -168,7 +132,7 @@ def offline_received(server, uid, token, body):
 @qid("QID_IM_GET_ROSTER_MSG_HISTORY")
 def history(server, uid, token, body):
     messages = yield server.messages.history(uid, body.get("msgto"))
-    return table([message_row(m) for m in messages])
+    return table(_messages(messages))
 
 
 @qid("QID_IM_SET_GROUP")
@@ -183,19 +147,19 @@ def create_group(server, uid, token, body):
 @qid("QID_IM_GET_GROUP_LIST")
 def group_list(server, uid, token, body):
     groups = yield server.groups.groups_of(uid)
-    return table([group_row(g) for g in groups])
+    return table([serialize.group(group_data(g)) for g in groups])
 
 
 @qid("QID_IM_GET_GROUP_PEER_LIST")
 def group_members(server, uid, token, body):
     members = yield server.groups.members(uid, body.get("gid"))
-    return table([member_row(m) for m in members])
+    return table([serialize.member(member_data(m)) for m in members])
 
 
 @qid("QID_IM_GET_GROUP_OFFLINE_MSG")
 def group_offline(server, uid, token, body):
     messages = yield server.messages.group_offline(uid, body.get("gid"))
-    return table([message_row(m) for m in messages])
+    return table(_messages(messages))
 
 
 @qid("QID_IM_RECIVE_GROUP_OFFLINE_MSG")
@@ -210,7 +174,7 @@ def group_offline_received(server, uid, token, body):
 @qid("QID_IM_GET_GROUP_MSG_HISTORY")
 def group_history(server, uid, token, body):
     messages = yield server.messages.group_history(uid, body.get("gid"))
-    return table([message_row(m) for m in messages])
+    return table(_messages(messages))
 
 
 def _directory(kind: str):

@@ -19,7 +19,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from imd.channels.methodapi.signatures import SignatureGuard
-from imd.channels.shared.jsonobj import parse_object
+from imd.channels.methodapi import serialize
+from imd.channels.shared.jsonobj import parse_object, parse_value
 from imd.channels.methodapi.crypto import CryptoError, decrypt
 from imd.errors import BadRequest, Forbidden, IMError, InvalidField
 from imd.channels.shared.httpjson import read_body, write_json
@@ -117,7 +118,11 @@ def add_group(server, uid, data):
     groups = server.groups
     opt = data.get("opt")
     if opt == "addMsg":
-        yield groups.invite_many(uid, data.get("group_id"), data.get("friends"))
+        friends = data.get("friends")
+        if isinstance(friends, str):
+            # Seed 004 clients send the list as a JSON string as often as not.
+            friends = parse_value(friends, "friends", InvalidField)
+        yield groups.invite_many(uid, data.get("group_id"), friends)
     elif opt == "browseMsg":
         yield groups.browse(uid, data.get("group_id"))
     elif opt == "repulseMsg":
@@ -130,7 +135,7 @@ def add_group(server, uid, data):
 @method("com.user.getFriends")
 def get_friends(server, uid, data):
     friends = yield server.roster.friends(uid)
-    return [{"friend_id": f.fid, "friend_name": f.remark or f.name or f.fid} for f in friends]
+    return serialize.friends(friends)
 
 
 @method("com.user.getGroups")
@@ -138,17 +143,7 @@ def get_groups(server, uid, data):
     result = {}
     for group in (yield server.groups.groups_of(uid)):
         members = yield server.groups.members(uid, group.gid)
-        result[group.gid] = [
-            {
-                "gid": group.gid,
-                "user_id": m.uid,
-                "groupId": group.gid,
-                "host": None,
-                "founder": group.creator,
-                "name": group.name,
-            }
-            for m in members
-        ]
+        result[group.gid] = serialize.group_members(group, members)
     return result
 
 

@@ -13,24 +13,22 @@ while the user was away is written on ``bind``.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
+from imd.channels.methodapi import serialize
+from imd.channels.methodapi.codec import Codec, FrameDecoder, FrameTooLarge
 from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
 from imd.core import events
-from imd.core.accounts import LiveToken
-from imd.core.groups import invite_data
-from imd.core.messages import message_data
-from imd.core.roster import request_data
-from imd.channels.methodapi.codec import Codec, FrameDecoder, FrameTooLarge
 from imd.errors import Forbidden, IMError, InvalidField, Unauthenticated
-from imd.hub.interfaces import RESYNC, Event
+from imd.hub.interfaces import Event
+
+if TYPE_CHECKING:
+    from imd.server import Server
 
 log = Logger()
-BACKLOG_PAGE = 500
-MAX_BACKLOG_PAGES = 100
 
 
 class SocketSession(ChannelSession):
@@ -38,15 +36,16 @@ class SocketSession(ChannelSession):
 
 
 class SocketProtocol(FramedProtocol):
-    def __init__(self, server: Any) -> None:
+    session_class = SocketSession
+    # Seed 004 has no acknowledgement from the client.
+    received_on_write = True
+
+    def __init__(self, server: "Server") -> None:
         super().__init__(server)
         config = server.config.socket
         self.decoder = FrameDecoder(config.max_frame)
         self.codec = Codec(config.aes_key.encode("utf-8"), config.encrypt)
         self.client_id = uuid.uuid4().hex
-        self._held: list[Event] | None = None
-        self._last_received = succeed(None)
-        self._token: LiveToken | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -56,7 +55,7 @@ class SocketProtocol(FramedProtocol):
         try:
             return self.decoder.feed(data)
         except FrameTooLarge as e:
-            self.server.metrics.errors.labels("socket", "too_large").inc()
+            self.count_error("too_large")
             self.send({"action": "", "status": "0000", "info": str(e), "code": "too_large"})
             self.close()
             return None
@@ -68,7 +67,7 @@ class SocketProtocol(FramedProtocol):
         self.send({"action": action, "status": "1111", "data": data})
 
     def refuse(self, action: Any, error: IMError) -> None:
-        self.server.metrics.errors.labels("socket", error.code).inc()
+        self.count_error(error.code)
         self.send({"action": action if isinstance(action, str) else "", "status": "0000", "info": error.message, "code": error.code})
 
     def kick(self, reason: str) -> None:
@@ -90,27 +89,21 @@ class SocketProtocol(FramedProtocol):
                 raise InvalidField(f"unknown action {action!r}")
             if self.session is None and action != "bind":
                 raise Unauthenticated("bind to a user first")
-            if self.session is not None and self._token.due():
-                yield self._check_token()
-                if self._closing:
+            if self.token_due():
+                ok = yield self.check_token()
+                if not ok or self._closing:
                     return
             data = yield handler(self, request)
             self.reply(action, data)
             if action == "bind" and request.get("bindto", "user") == "user":
                 # What waited comes after the reply: the client sees it is
                 # bound before the backlog arrives.
-                yield self._push_pending()
+                yield self.push_missed()
         except IMError as e:
             self.refuse(action, e)
         except Exception:
             log.failure("binary socket: action {action}", action=action)
             self.refuse(action, IMError("internal error; try again"))
-
-    @inlineCallbacks
-    def _check_token(self):
-        if not (yield self._token.valid()):
-            self.server.hub.unregister(self.session)
-            self.kick("token revoked or expired")
 
     def _check_user(self, request: dict) -> None:
         claimed = request.get("user_id")
@@ -127,11 +120,8 @@ class SocketProtocol(FramedProtocol):
             claimed = request.get("user_id")
             if claimed not in (None, "") and str(claimed) != uid:
                 raise Forbidden("user_id is not the token's user")
-            self._token = LiveToken(self.server.accounts, request.get("token"), self.server.reactor)
             # Each connection is its own resource: one user may bind several.
-            self.session = SocketSession(self, uid, f"socket-{self.client_id}", "online")
-            self.server.hub.register(self.session)
-            log.info("{uid} bound on the binary socket", uid=uid)
+            self.start_session(uid, f"socket-{self.client_id}", request.get("token"), "online")
             return {"client_id": self.client_id, "user_id": uid}
         if bindto == "group":
             if self.session is None:
@@ -141,45 +131,6 @@ class SocketProtocol(FramedProtocol):
             yield self.server.groups.answer(self.session.uid, gid, True)
             return {"group_id": gid}
         raise InvalidField('bindto must be "user" or "group"')
-
-    @inlineCallbacks
-    def _push_pending(self):
-        """Write what waited for this user, then the live events held meanwhile."""
-        uid = self.session.uid
-        messages = self.server.messages
-        seen: set[tuple[str, str]] = set()
-        self._held = []
-        try:
-            for fetch in (messages.offline, messages.group_offline):
-                # Pages until a short one: what is written is marked
-                # received, so the next page starts after it.
-                for _ in range(MAX_BACKLOG_PAGES):
-                    page = yield fetch(uid, limit=BACKLOG_PAGE)
-                    fresh = [m for m in page if (m.sender, m.msgid) not in seen]
-                    for message in fresh:
-                        seen.add((message.sender, message.msgid))
-                        yield self._write_now(Event(events.MESSAGE, message_data(message)))
-                    if len(page) < BACKLOG_PAGE or not fresh:
-                        break
-            for request in (yield self.server.roster.pending_requests(uid)):
-                yield self._write_now(Event(events.ROSTER_REQUEST, request_data(request)))
-            for invite in (yield self.server.groups.pending_invites(uid)):
-                yield self._write_now(Event(events.GROUP_INVITE, invite_data(invite)))
-        finally:
-            held, self._held = self._held, None
-            for event in held:
-                if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
-                    continue
-                self.render(event)
-
-    def _write_now(self, event: Event):
-        """Render past the hold; for a message, wait until it is marked received."""
-        held, self._held = self._held, None
-        try:
-            self.render(event)
-        finally:
-            self._held = held
-        return self._last_received if event.kind == events.MESSAGE else succeed(None)
 
     @inlineCallbacks
     def _on_sendmsg(self, request: dict):
@@ -202,20 +153,10 @@ class SocketProtocol(FramedProtocol):
 
     _handlers: dict[str, Callable] = {"bind": _on_bind, "sendmsg": _on_sendmsg}
 
-    def render(self, event: Event) -> None:
-        if event.kind == RESYNC and self.session is not None and self._held is None:
-            # Missed events (Redis was away) are in the store, as at bind.
-            self._push_pending().addErrback(lambda f: log.failure("binary socket: resync", f))
-            return
-        renderer = _RENDERERS.get(event.kind)
-        if renderer is None or self.session is None:
-            return
-        if self._held is not None:
-            # The backlog is being written: live events wait behind it, so
-            # group cursors move in order and nothing is skipped.
-            self._held.append(event)
-            return
-        push = renderer(event.data)
+    def render(self, event: Event) -> Deferred | None:
+        push = serialize.event(event)
+        if push is None:
+            return None
         try:
             frame = self.codec.encode(push)
         except FrameTooLarge:
@@ -226,17 +167,17 @@ class SocketProtocol(FramedProtocol):
             frame = self.codec.encode(push)
         self.write(frame)
         if event.kind == events.MESSAGE:
-            self._received(event.data)
+            return self._received(event.data)
+        return None
 
-    def _received(self, data: dict) -> None:
+    def _received(self, data: dict) -> Deferred:
         """Written to a bound connection counts as received: seed 004 has no ack."""
         messages = self.server.messages
         if "gid" in data:
             d = messages.acknowledge_group(self.session.uid, data["gid"], data["seq"])
         else:
             d = messages.acknowledge(self.session.uid, data["msgid"], data["from"])
-        d.addErrback(lambda f: log.failure("marking {msgid} received", f, msgid=data["msgid"]))
-        self._last_received = d
+        return d.addErrback(lambda f: log.failure("marking {msgid} received", f, msgid=data["msgid"]))
 
 
 def _id(value: Any) -> Any:
@@ -244,59 +185,8 @@ def _id(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _render_message(data: dict) -> dict:
-    push = {
-        "action": "sendmsg",
-        "from_user_id": data["from"],
-        "msgid": data["msgid"],
-        # A recalled message keeps its place, not its words.
-        "content": "" if data["recalled"] else data["body"],
-        "kind": data["kind"],
-        "time": data["time"] // 1000,
-    }
-    if data["recalled"]:
-        push["recalled"] = True
-    if "gid" in data:
-        push.update(sendto="group", to_group_id=data["gid"])
-    else:
-        push.update(sendto="user", to_user_id=data["to"])
-    return push
-
-
-_RENDERERS: dict[str, Callable[[dict], dict]] = {
-    events.MESSAGE: _render_message,
-    events.ROSTER_REQUEST: lambda d: {
-        "action": "addfriend",
-        "opt": "addMsg",
-        "from_user_id": d["from"],
-        "sender": d["from"],
-        "msg": d["msg"],
-    },
-    events.ROSTER_ANSWER: lambda d: {
-        "action": "addfriend",
-        "opt": "agreeMsg" if d["accept"] else "repulseMsg",
-        "from_user_id": d["from"],
-        "sender": d["from"],
-    },
-    events.GROUP_INVITE: lambda d: {
-        "action": "addGroup",
-        "opt": "addMsg",
-        "from_user_id": d["from"],
-        "sender": d["from"],
-        "group_id": d["gid"],
-        "group_name": d["gname"],
-    },
-    events.RECALL: lambda d: {
-        "action": "recall",
-        "from_user_id": d["from"],
-        "msgid": d["msgid"],
-        **({"sendto": "group", "to_group_id": d["gid"]} if "gid" in d else {"sendto": "user", "to_user_id": d["to"]}),
-    },
-}
-
-
 class SocketFactory(ChannelFactory):
     protocol_class = SocketProtocol
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: "Server") -> None:
         super().__init__(server, server.config.socket.idle_timeout)

@@ -3,25 +3,32 @@
 What every connection-oriented channel does the same way, whatever its
 wire format: frames handled and answered in the order they came (so a
 client's messages keep their order), reading paused while too many frames
-wait, idle connections closed, and a session the hub can deliver to or
-kick.
+wait, idle connections closed, and the life of a session: started once
+the client authenticates, its token checked while it lasts, what it
+missed written before live events (at login and after the hub lost touch
+with other instances), kicked when replaced.
 
 This module holds no wire format and no rule; a channel subclasses
-L{FramedProtocol} and L{ChannelSession}.
+L{FramedProtocol} and L{ChannelSession} and only parses and renders.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from imd.hub.interfaces import Event, ISession
 from imd.channels.shared.idle import IdleSweeper
+from imd.core import events
+from imd.core.accounts import LiveToken
+from imd.hub.interfaces import RESYNC, Event, ISession
+
+if TYPE_CHECKING:
+    from imd.server import Server
 
 log = Logger()
 # Frames waiting to be handled before the connection stops reading: a
@@ -30,6 +37,11 @@ MAX_QUEUED = 64
 # Pipelined frames one connection may have in flight: enough to share
 # commits, few enough that one client cannot fill the store's queue.
 MAX_INFLIGHT = 16
+# What a session missed is fetched in pages of this many messages; a
+# channel that counts a written message as received (see
+# FramedProtocol.received_on_write) fetches pages until a short one.
+MISSED_PAGE = 500
+MAX_MISSED_PAGES = 100
 
 
 @implementer(ISession)
@@ -43,7 +55,7 @@ class ChannelSession:
         self.show = show
 
     def deliver(self, event: Event) -> None:
-        self.protocol.render(event)
+        self.protocol.receive(event)
 
     def kick(self, reason: str) -> None:
         self.protocol.kick(reason)
@@ -53,7 +65,10 @@ class FramedProtocol(Protocol):
     """
     A subclass implements C{frames(data)} (split bytes into frames, raise
     to close), C{handle(frame)} (a Deferred while it waits on a service,
-    else None), C{render(event)} and C{kick(reason)}.
+    else None), C{render(event)} (write a hub event; a Deferred when the
+    written event is still being recorded, see L{received_on_write}) and
+    C{kick(reason)}, and calls L{start_session} once the client
+    authenticated.
 
     A frame is handled once the one before it is answered, unless both
     are I{pipelined}: a frame the subclass says a service commits in the
@@ -64,9 +79,18 @@ class FramedProtocol(Protocol):
     """
 
     session: ChannelSession | None = None
+    session_class: type[ChannelSession] = ChannelSession
+    token: LiveToken | None = None
+    # Whether a message written to the client counts as received by it (a
+    # design without client acknowledgements): then render() records that,
+    # and what the session missed is written page after page.
+    received_on_write = False
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: "Server") -> None:
         self.server = server
+        # Live events that arrive while what the session missed is being
+        # written wait here, so they reach the client after it.
+        self._held: list[Event] | None = None
         # A list, not a deque: at most 64 frames, and an idle connection
         # keeps 56 bytes instead of 600.
         self._queue: list[Any] = []
@@ -188,9 +212,95 @@ class FramedProtocol(Protocol):
         return held
 
     def _unexpected(self, failure: Failure) -> None:
-        channel = type(self.session).channel if self.session else type(self).__name__
-        log.failure("{channel}: handling a frame", failure, channel=channel)
-        self.server.metrics.errors.labels(channel, "internal_error").inc()
+        log.failure("{channel}: handling a frame", failure, channel=self.session_class.channel)
+        self.count_error("internal_error")
+
+    def count_error(self, code: str) -> None:
+        """An error answered on this channel, for the metrics."""
+        self.server.metrics.errors.labels(self.session_class.channel, code).inc()
+
+    # -- the session ---------------------------------------------------------
+
+    def start_session(self, uid: str, resource: str, token: str, show: str | None = None) -> ChannelSession:
+        """The client authenticated as C{uid} with C{token}: it is live from now on."""
+        self.token = LiveToken(self.server.accounts, token, self.server.reactor)
+        self.session = self.session_class(self, uid, resource, show)
+        self.server.hub.register(self.session)
+        log.info("{uid}/{res} connected on {channel}", uid=uid, res=resource, channel=self.session_class.channel)
+        return self.session
+
+    def token_due(self) -> bool:
+        """Whether the session's token should be checked before the next request."""
+        return self.token is not None and self.token.due()
+
+    @inlineCallbacks
+    def check_token(self):
+        """Fires True while the token is good; else the session is kicked and it fires False."""
+        if (yield self.token.valid()):
+            return True
+        self.server.hub.unregister(self.session)
+        self.kick("token revoked or expired")
+        return False
+
+    def receive(self, event: Event) -> None:
+        """A hub event for this session."""
+        if self.session is None:
+            return
+        if event.kind == RESYNC:
+            # Events from other instances were missed: they are in the store.
+            if self._held is None:
+                self.push_missed().addErrback(
+                    lambda f: log.failure("{channel}: resync", f, channel=self.session_class.channel)
+                )
+            return
+        if self._held is not None:
+            self._held.append(event)
+            return
+        self.render(event)
+
+    @inlineCallbacks
+    def push_missed(self, messages: bool = True):
+        """
+        Write what the session missed (L{imd.core.messages.MessageService.pending};
+        without C{messages}, only requests and invites), then the live
+        events that arrived meanwhile.  A client keeps the sender and msgid
+        of what it has, so a message it had already is dropped there.
+        """
+        uid = self.session.uid
+        seen: set[tuple[str, str]] = set()
+        self._held = []
+        try:
+            others = True
+            for _ in range(MAX_MISSED_PAGES):
+                page = yield self.server.messages.pending(uid, messages, others, MISSED_PAGE)
+                others = False
+                fresh, direct, group = 0, 0, 0
+                for event in page:
+                    if event.kind == events.MESSAGE:
+                        if "gid" in event.data:
+                            group += 1
+                        else:
+                            direct += 1
+                        key = (event.data["from"], event.data["msgid"])
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        fresh += 1
+                    if self.session is None:
+                        return
+                    d = self.render(event)
+                    if d is not None:
+                        yield d
+                full = direct >= MISSED_PAGE or group >= MISSED_PAGE
+                # The next page starts after what was marked received.
+                if not (self.received_on_write and fresh and full):
+                    break
+        finally:
+            held, self._held = self._held, None
+            for event in held:
+                if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
+                    continue
+                self.receive(event)
 
     def timeoutConnection(self) -> None:
         log.info("connection idle for {s} s; closing", s=self.factory.idle.timeout)
@@ -218,11 +328,17 @@ class FramedProtocol(Protocol):
     def handle(self, frame: Any) -> Deferred | None:
         raise NotImplementedError
 
+    def render(self, event: Event) -> Deferred | None:
+        raise NotImplementedError
+
+    def kick(self, reason: str) -> None:
+        raise NotImplementedError
+
 
 class ChannelFactory(Factory):
     protocol_class: type[FramedProtocol]
 
-    def __init__(self, server: Any, idle_timeout: float) -> None:
+    def __init__(self, server: "Server", idle_timeout: float) -> None:
         self.server = server
         self.idle = IdleSweeper(server.reactor, idle_timeout)
 

@@ -17,6 +17,30 @@ import orjson
 
 from imd.errors import BadRequest
 
+_BLANK = object()
+
+
+def parse_value(
+    raw: bytes | bytearray | memoryview | str,
+    what: str = "the body",
+    error: type[Exception] = BadRequest,
+    hint: str = "",
+    blank: Any = None,
+) -> Any:
+    """Any JSON value in C{raw} (C{blank} when it is blank); errors as L{parse_object}."""
+    if isinstance(raw, str):
+        # A str may carry lone surrogates; encoded as they are, orjson
+        # refuses them below like any other bad UTF-8.
+        raw = raw.encode("utf-8", "surrogatepass")
+    if not bytes(raw).strip():
+        return blank
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        if "utf-8" in e.msg.lower():
+            raise error(f"{what} is not UTF-8") from None
+        raise error(f"{what} is not JSON{hint}: {e}") from None
+
 
 def parse_object(
     raw: bytes | bytearray | memoryview | str,
@@ -30,18 +54,9 @@ def parse_object(
     UTF-8", "... is not JSON: ...", "... must be a JSON object").  C{hint}
     follows "is not JSON" (say, that a wrong key decrypts to garbage).
     """
-    if isinstance(raw, str):
-        # A str may carry lone surrogates; encoded as they are, orjson
-        # refuses them below like any other bad UTF-8.
-        raw = raw.encode("utf-8", "surrogatepass")
-    if not bytes(raw).strip():
+    obj = parse_value(raw, what, error, hint, _BLANK)
+    if obj is _BLANK:
         return {}
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        if "utf-8" in e.msg.lower():
-            raise error(f"{what} is not UTF-8") from None
-        raise error(f"{what} is not JSON{hint}: {e}") from None
     if not isinstance(obj, dict):
         raise error(f"{what} must be a JSON object")
     return obj
