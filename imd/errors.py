@@ -74,6 +74,13 @@ class NotFound(IMError):
     status = 404
 
 
+class MethodNotAllowed(IMError):
+    """The path does not take this method."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
 class Conflict(IMError):
     """Already exists."""
 

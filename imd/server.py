@@ -187,17 +187,19 @@ class Server:
 
     @cached_property
     def http_app(self):
+        """The HTTP listener's root: every API family, each with its own error form."""
         from imd.channels.longconn import files, qid
         from imd.channels.methodapi import routes
-        from imd.channels.native import auth, ops
-        from imd.channels.shared.web import make_app
+        from imd.channels.native import api as native
+        from imd.channels.shared.web import Root
 
-        return make_app(self, [ops.install, auth.install, qid.install, routes.install, files.install])
+        native_app = native.make_app(self)
+        families = [native_app, qid.make_app(self), files.make_app(self), routes.make_app(self)]
+        return Root(families, fallback=native_app)
 
     def make_service(self) -> MultiService:
         from imd.channels.longconn.protocol import LongConnFactory
         from imd.channels.methodapi.socket import SocketFactory
-        from imd.channels.shared.web import JsonRoot
 
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
@@ -205,7 +207,7 @@ class Server:
             from imd.channels.longconn.files import body_limits
             from imd.channels.shared.request import ImdRequest
 
-            site = Site(JsonRoot(self.http_app), requestFactory=ImdRequest)
+            site = Site(self.http_app, requestFactory=ImdRequest)
             site.displayTracebacks = False
             # No route takes more; a bigger body is refused before it is stored.
             site.max_request_body = max(self.config.http.max_body, *body_limits(self.config.files))

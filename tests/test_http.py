@@ -183,7 +183,7 @@ class HttpTestsMixin(ServerTestMixin):
         self.assertEqual(code, 200)
         text = text.decode()
         self.assertIn('imd_sessions{channel="longconn"} 0.0', text)
-        self.assertRegex(text, r'imd_errors_total\{channel="http",code="not_found"\} 1\.0')
+        self.assertRegex(text, r'imd_errors_total\{channel="native",code="not_found"\} 1\.0')
         self.assertRegex(text, r'imd_store_seconds_count\{op="ping"\} [1-9]')
         self.assertIn("imd_messages", text)
 

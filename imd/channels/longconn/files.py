@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_files -*-
+# -*- test-case-name: tests.test_files,tests.test_web -*-
 """
 The file server on the HTTP listener (PROTOCOL.md "Files").
 
@@ -26,7 +26,7 @@ from email.utils import collapse_rfc2231_value
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl
 
-from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferred, returnValue
+from twisted.internet.defer import CancelledError, inlineCallbacks, returnValue
 from twisted.logger import Logger
 
 from imd.channels.shared import signing
@@ -35,6 +35,7 @@ from imd.core.files import FileTooLarge, OffsetMismatch
 from imd.errors import IMError, InvalidField, Unauthenticated
 from imd.files.storage import ConsumerGone
 from imd.channels.shared.httpjson import write_json
+from imd.channels.shared.web import Family
 
 log = Logger()
 
@@ -313,41 +314,28 @@ def body_limits(config: Any) -> tuple[int, int]:
     return 3 * 4 * math.ceil(config.max_chunk / 3) + BODY_OVERHEAD, config.max_size + BODY_OVERHEAD
 
 
-def install(app, server: Any) -> None:
+def seed_error(request, error: IMError) -> bytes:
+    """
+    The seeds' error form: 500 and the message as plain text; an offset
+    mismatch also says where to resume, in the C{Stored} header.
+    """
+    # Every failure here is a 500, so an access log cannot tell a refused
+    # upload from a broken server; this line can.
+    log.debug(
+        "{method} {path}: {code}: {message}",
+        method=request.method, path=request.path, code=error.code, message=error.message,
+    )
+    if isinstance(error, OffsetMismatch):
+        request.setHeader(b"Stored", str(error.stored).encode("ascii"))
+    return _plain(request, error.message, 500)
+
+
+def make_app(server: Any) -> Family:
+    family = Family("files", server.metrics, seed_error, prefixes=("/file/", "/upload/"))
+    app = family.app
     config = server.config.files
     upload_limit, whole_limit = body_limits(config)
     query_limit = server.config.http.max_body
-
-    def seed_errors(handler):
-        """
-        Answer a failed handler the seeds' way: 500 and the message as
-        plain text (an offset mismatch also gives where to resume in the
-        C{Stored} header).  Anything unexpected is logged and answered
-        without detail.
-        """
-
-        def wrapper(request, *args, **kwargs):
-            def failed(failure):
-                if failure.check(CancelledError):
-                    return failure  # the client went away; Klein ignores it
-                if failure.check(IMError):
-                    error = failure.value
-                    server.metrics.errors.labels("http", error.code).inc()
-                    log.debug(
-                        "{method} {path}: {code}: {message}",
-                        method=request.method, path=request.path, code=error.code, message=error.message,
-                    )
-                    if isinstance(error, OffsetMismatch):
-                        request.setHeader(b"Stored", str(error.stored).encode("ascii"))
-                    return _plain(request, error.message, 500)
-                log.failure("HTTP {method} {path}", failure, method=request.method, path=request.path)
-                server.metrics.errors.labels("http", "internal_error").inc()
-                return _plain(request, "internal server error", 500)
-
-            return maybeDeferred(handler, request, *args, **kwargs).addErrback(failed)
-
-        wrapper.__name__ = handler.__name__
-        return wrapper
 
     @inlineCallbacks
     def signed(request, limit: int):
@@ -390,9 +378,9 @@ def install(app, server: Any) -> None:
         returnValue(b"")
 
     # Endpoints are named explicitly: Klein keys routes by endpoint name,
-    # which defaults to the function's name and would clash across modules.
+    # which defaults to the function's name, and both download routes'
+    # functions are named download.
     @app.route("/file/upload", methods=["POST"], endpoint="files.upload")
-    @seed_errors
     @inlineCallbacks
     def upload(request):
         uid, params, parts = yield signed(request, upload_limit)
@@ -407,7 +395,6 @@ def install(app, server: Any) -> None:
 
     def download_route(path: str, references: bool):
         @app.route(path, methods=["GET", "POST"], endpoint="files" + path)
-        @seed_errors
         @inlineCallbacks
         def download(request):
             _uid, params, _parts = yield signed(request, query_limit)
@@ -423,7 +410,6 @@ def install(app, server: Any) -> None:
     download_route("/file/download/head", references=True)
 
     @app.route("/file/check", methods=["GET", "POST"], endpoint="files.check")
-    @seed_errors
     @inlineCallbacks
     def check(request):
         _uid, params, _parts = yield signed(request, query_limit)
@@ -443,7 +429,6 @@ def install(app, server: Any) -> None:
         uid = yield server.accounts.authenticate(token)
         returnValue(uid)
 
-    @seed_errors
     @inlineCallbacks
     def mobile_upload(request, project=None):
         params, parts = read_params(request, whole_limit, frozenset({"file"}), BODY_OVERHEAD)
@@ -458,7 +443,6 @@ def install(app, server: Any) -> None:
         row = yield server.files.upload_whole(uid, request.content, part.length, part.content_type, part.filename)
         returnValue(write_json(request, {"fileId": row.id}))
 
-    @seed_errors
     @inlineCallbacks
     def mobile_download(request, project=None):
         params, _parts = read_params(request, query_limit)
@@ -477,3 +461,4 @@ def install(app, server: Any) -> None:
         app.route(
             prefix + "/upload/mobileFileDownload", methods=["GET", "POST"], endpoint="files.mobile_download" + prefix
         )(mobile_download)
+    return family

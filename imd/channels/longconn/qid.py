@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_qid -*-
+# -*- test-case-name: tests.test_qid,tests.test_web -*-
 """
 Seed 001's short connection: ``POST /qid/<QID>`` with a JSON body and a
 bearer token, answered in the seed's ``text`` / ``table`` / ``list`` forms
@@ -17,7 +17,8 @@ from imd.channels.longconn import serialize
 from imd.core.groups import group_data, member_data
 from imd.core.messages import message_data
 from imd.errors import Forbidden, NotFound
-from imd.channels.shared.httpjson import bearer_token, read_json, write_json
+from imd.channels.shared.httpjson import bearer_token, read_json, write_error, write_json
+from imd.channels.shared.web import Family
 from imd.channels.longconn.wiretime import cursor_time
 
 
@@ -209,10 +210,11 @@ def set_user_info(server, uid, token, body):
     return text("1")
 
 
-def install(app, server: Any) -> None:
+def make_app(server: Any) -> Family:
+    family = Family("qid", server.metrics, write_error, prefixes=("/qid/",))
     max_body = server.config.http.max_body
 
-    @app.route("/qid/<string:name>", methods=["POST"])
+    @family.app.route("/qid/<string:name>", methods=["POST"])
     @inlineCallbacks
     def handle(request, name):
         token = bearer_token(request)
@@ -223,3 +225,5 @@ def install(app, server: Any) -> None:
             raise NotFound(f"unknown QID {name}")
         result = yield handler(server, uid, token, body)
         return write_json(request, result)
+
+    return family

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_methodapi -*-
+# -*- test-case-name: tests.test_methodapi,tests.test_web -*-
 """
 Seed 004's method API: ``POST /`` (or ``/api``) with an envelope
 ``{"method", "data", "sign", "_v", "_t", "token"}``, sent either as plain
@@ -16,7 +16,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from imd.channels.methodapi.signatures import SignatureGuard
 from imd.channels.methodapi import serialize
@@ -24,8 +24,8 @@ from imd.channels.shared.jsonobj import parse_object, parse_value
 from imd.channels.methodapi.crypto import CryptoError, decrypt
 from imd.errors import BadRequest, Forbidden, IMError, InvalidField
 from imd.channels.shared.httpjson import read_body, write_json
+from imd.channels.shared.web import Family
 
-log = Logger()
 SUCCESS = "success"
 
 
@@ -175,23 +175,22 @@ class MethodApi:
         return result
 
 
-def install(app, server: Any) -> None:
+def write_failure(request: IRequest, error: IMError) -> bytes:
+    # Seed-004 clients read the reply's status, not the HTTP one.
+    return write_json(request, {"status": "0000", "info": error.message, "code": error.code})
+
+
+def make_app(server: Any) -> Family:
+    family = Family(
+        "methodapi", server.metrics, write_failure, prefixes=("/api/",), internal_message="internal error; try again"
+    )
     api = MethodApi(server)
 
     @inlineCallbacks
     def endpoint(request):
-        try:
-            data = yield api.handle(request)
-        except IMError as e:
-            server.metrics.errors.labels("methodapi", e.code).inc()
-            return write_json(request, {"status": "0000", "info": e.message, "code": e.code})
-        except Exception:
-            log.failure("method API")
-            server.metrics.errors.labels("methodapi", "internal_error").inc()
-            return write_json(
-                request, {"status": "0000", "info": "internal error; try again", "code": "internal_error"}
-            )
+        data = yield api.handle(request)
         return write_json(request, {"status": "1111", "data": data})
 
-    app.route("/", methods=["POST"])(endpoint)
-    app.route("/api", methods=["POST"])(endpoint)
+    family.app.route("/", methods=["POST"])(endpoint)
+    family.app.route("/api", methods=["POST"])(endpoint)
+    return family

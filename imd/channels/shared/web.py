@@ -1,75 +1,136 @@
-# -*- test-case-name: tests.test_http -*-
+# -*- test-case-name: tests.test_web -*-
 """
-The Klein application on the HTTP listener.
+The HTTP listener: one Klein app per API family, each behind its own error
+edge, and the root that hands every request to the family owning its path.
 
-Every HTTP API mounts its routes on the one app :func:`make_app` builds,
-so every route shares the JSON error form: a typed error becomes its
-status and code, an unknown path a JSON 404, and anything unexpected a
-logged 500 without a stack trace on the wire.
+Each family answers errors in its own wire form (imd's JSON, the seeds'
+plain text, the method API's ``0000`` replies), so one form for the whole
+listener would be wrong for all but one of them; as in Synapse's
+C{DirectServeJsonResource} and C{DirectServeHtmlResource}, the form belongs
+to the family and the mapping from L{imd.errors} is written once, here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
-from imd.errors import IMError
-from imd.channels.shared.httpjson import error_body, write_error, write_json
+from imd.errors import BadRequest, IMError, MethodNotAllowed, NotFound
 
 log = Logger()
 
-
-def make_app(server: Any, installs: list) -> Klein:
-    app = Klein()
-
-    @app.handle_errors(IMError)
-    def typed_error(request, failure):
-        server.metrics.errors.labels("http", failure.value.code).inc()
-        return write_error(request, failure.value)
-
-    @app.handle_errors(HTTPException)
-    def routing_error(request, failure):
-        e = failure.value
-        code = "not_found" if e.code == 404 else "method_not_allowed" if e.code == 405 else "bad_request"
-        server.metrics.errors.labels("http", code).inc()
-        path = request.path.decode("utf-8", "replace")
-        message = {
-            404: f"no such path: {path}",
-            405: f"{request.method.decode('ascii', 'replace')} is not allowed on {path}",
-        }.get(e.code, e.description or e.name)
-        return write_json(request, error_body(code, message), e.code)
-
-    @app.handle_errors(Exception)
-    def unexpected(request, failure):
-        log.failure("HTTP {method} {path}", failure, method=request.method, path=request.path)
-        server.metrics.errors.labels("http", "internal_error").inc()
-        return write_json(request, error_body("internal_error", "internal server error"), 500)
-
-    for install in installs:
-        install(app, server)
-    return app
+# A family's error form: the body of the answer, its status and headers set
+# on the request.
+Renderer = Callable[[IRequest, IMError], bytes]
 
 
-class JsonRoot(Resource):
+def _method(request: IRequest) -> str:
+    return request.method.decode("ascii", "replace")
+
+
+def _path(request: IRequest) -> str:
+    return request.path.decode("utf-8", "replace")
+
+
+class Family:
     """
-    The site's root: Klein, behind a check that the path is UTF-8, which
-    Klein would otherwise answer with an HTML error of its own.
+    One HTTP API: a Klein app on which the family mounts its routes, whose
+    every error (typed, routing or unexpected) leaves through C{render},
+    counted once under the family's C{name}.
+
+    A family owns the paths its routes match and every path under one of
+    its C{prefixes}, so a wrong path or method there is answered in its
+    form; unexpected failures are answered C{internal_message}.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        metrics: Any,
+        render: Renderer,
+        prefixes: Iterable[str] = (),
+        internal_message: str = "internal server error",
+    ) -> None:
+        self.name = name
+        self.prefixes = tuple(prefixes)
+        self.app = Klein()
+        self.resource = self.app.resource()
+        self._errors = metrics.errors
+        self._render = render
+        self._internal_message = internal_message
+        self.app.handle_errors(IMError)(self._typed)
+        self.app.handle_errors(HTTPException)(self._routing)
+        self.app.handle_errors(Exception)(self._unexpected)
+
+    def answer(self, request: IRequest, error: IMError) -> bytes:
+        """The family's answer to C{error}: the one place HTTP errors are counted."""
+        self._errors.labels(self.name, error.code).inc()
+        return self._render(request, error)
+
+    def routes_match(self, path: str) -> bool:
+        """Whether one of the family's routes takes C{path}, with any method."""
+        return bool(self.app.url_map.bind("localhost").allowed_methods(path))
+
+    def _typed(self, request: IRequest, failure: Failure) -> bytes:
+        return self.answer(request, failure.value)
+
+    def _routing(self, request: IRequest, failure: Failure) -> bytes:
+        e = failure.value
+        if e.code == 404:
+            error: IMError = NotFound(f"no such path: {_path(request)}")
+        elif e.code == 405:
+            error = MethodNotAllowed(f"{_method(request)} is not allowed on {_path(request)}")
+        else:
+            error = BadRequest(e.description or e.name)
+        return self.answer(request, error)
+
+    def _unexpected(self, request: IRequest, failure: Failure) -> bytes:
+        log.failure(
+            "HTTP {method} {path} ({family})",
+            failure,
+            method=_method(request),
+            path=_path(request),
+            family=self.name,
+        )
+        return self.answer(request, IMError(self._internal_message))
+
+
+class Root(Resource):
+    """
+    The site's root: it hands each request to the family that owns its
+    path, and any path no family claims to C{fallback}.  Routes keep their
+    full paths, so each family's app sees the request as the site received
+    it.  A route beats a prefix: a family's exact route under another's
+    prefix stays where it was when every route shared one app.
     """
 
     isLeaf = True
 
-    def __init__(self, app: Klein) -> None:
+    def __init__(self, families: Sequence[Family], fallback: Family) -> None:
         super().__init__()
-        self._klein = app.resource()
+        self._families = list(families)
+        self._fallback = fallback
 
-    def render(self, request):
+    def family_for(self, path: str) -> Family:
+        for family in self._families:
+            if family.routes_match(path):
+                return family
+        for family in self._families:
+            if path.startswith(family.prefixes):
+                return family
+        return self._fallback
+
+    def render(self, request: IRequest):
         try:
-            unquote_to_bytes(request.path).decode("utf-8")
+            path = unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
-            return write_json(request, error_body("bad_request", "the path is not UTF-8"), 400)
-        return self._klein.render(request)
+            # Klein would answer this with an HTML error of its own.
+            return self._fallback.answer(request, BadRequest("the path is not UTF-8"))
+        return self.family_for(path).resource.render(request)
