@@ -8,7 +8,7 @@ acknowledgements are committed in batches, by L{imd.store.persist}.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -35,6 +35,27 @@ class Message:
     client_time: str
     created_at: int
     recalled_at: int | None
+
+
+def message_data(message: Message) -> dict[str, Any]:
+    """C{message} under imd's own field names, as events carry it."""
+    data = {
+        "id": message.id,
+        "msgid": message.msgid,
+        "from": message.sender,
+        "from_res": message.sender_res,
+        "kind": message.kind,
+        "body": message.body,
+        "time": message.created_at,
+        "client_time": message.client_time,
+        "recalled": message.recalled_at is not None,
+    }
+    if message.gid is not None:
+        data["gid"] = message.gid
+        data["seq"] = message.group_seq
+    else:
+        data["to"] = message.to_uid
+    return data
 
 
 # The requests of a batch, which L{imd.store.persist} writes.
