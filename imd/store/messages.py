@@ -38,7 +38,7 @@ class Message:
 
 
 def message_data(message: Message) -> dict[str, Any]:
-    """C{message} under imd's own field names, as events carry it."""
+    """C{message} under imd's own field names, as events and the outbox carry it."""
     data = {
         "id": message.id,
         "msgid": message.msgid,
@@ -68,6 +68,8 @@ class Send(NamedTuple):
     body: str
     client_time: str
     now: Callable[[], int]
+    # The kind of the outbox row a new message adds, if any.
+    outbox: str | None = None
 
 
 class Ack(NamedTuple):
@@ -115,6 +117,7 @@ class MessageStore:
         body: str,
         client_time: str,
         now: Callable[[], int],
+        outbox: str | None = None,
     ) -> "Deferred[tuple[Message, bool] | None]":
         """
         Commit a 1:1 message and put it in C{to_uid}'s inbox.  Returns
@@ -126,8 +129,12 @@ class MessageStore:
         messages of one inbox get their times in commit order and a
         cursor by time never passes one committed later.  Messages sent
         while a commit is in flight are committed together (L{Batcher}).
+
+        With C{outbox}, a new message (not a resend) adds a row of that
+        kind to the outbox, carrying L{message_data} as JSON, in the same
+        transaction: it is committed if and only if the message is.
         """
-        return self._direct.submit(Send(sender, sender_res, to_uid, msgid, kind, body, client_time, now))
+        return self._direct.submit(Send(sender, sender_res, to_uid, msgid, kind, body, client_time, now, outbox))
 
     def send_group(
         self,
@@ -139,9 +146,10 @@ class MessageStore:
         body: str,
         client_time: str,
         now: Callable[[], int],
+        outbox: str | None = None,
     ) -> "Deferred[tuple[Message, bool] | None]":
         """Commit a group message under the group's next sequence; see L{send_direct}."""
-        return self._group.submit(Send(sender, sender_res, gid, msgid, kind, body, client_time, now))
+        return self._group.submit(Send(sender, sender_res, gid, msgid, kind, body, client_time, now, outbox))
 
     def get(self, sender: str, msgid: str) -> "Deferred[Message | None]":
         return self._db.run("messages.get", _find, sender, msgid)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_batch,tests.test_store_crash -*-
+# -*- test-case-name: tests.test_store_batch,tests.test_store_crash,tests.test_store_outbox -*-
 """
 What one batch of messages writes, in one transaction.
 
@@ -11,11 +11,13 @@ large the batch: this is the measured hot path.
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple, Sequence
 
 from sqlalchemy.engine import Connection
 
-from imd.store.messages import Ack, GroupAck, Message, Send
+from imd.store import outbox
+from imd.store.messages import Ack, GroupAck, Message, Send, message_data
 from imd.store.raw import Raw, chunks, marks
 
 
@@ -62,12 +64,14 @@ def _send_txn(raw: Raw, items: Sequence[Send], sequence: _Sequence) -> list:
     """
     known = _find_messages_txn(raw, items)
     seqs = _lock_sequences_txn(raw, sequence, sorted({it.target for it in items if (it.sender, it.msgid) not in known}))
+    # The time is read once the targets are locked; see send_direct.
     results, new, repeats, last = _number(items, known, seqs, sequence is _GROUP_SEQ, items[0].now())
     if new:
         stored = _insert_messages_txn(raw, new)
         if sequence is _INBOX_SEQ:
             _insert_inbox_txn(raw, stored)
         _write_sequences_txn(raw, sequence, last)
+        _add_to_outbox_txn(raw, items, stored)
         for i, message, _ in stored:
             results[i] = (message, True)
     for i, j in repeats:
@@ -173,6 +177,18 @@ def _insert_inbox_txn(raw: Raw, stored: list[tuple[int, Message, int]]) -> None:
 def _write_sequences_txn(raw: Raw, sequence: _Sequence, last: dict[str, int]) -> None:
     table, key, counter = sequence
     raw.executemany(f"UPDATE {table} SET {counter} = ? WHERE {key} = ?", [(v, k) for k, v in last.items()])
+
+
+def _add_to_outbox_txn(raw: Raw, items: Sequence[Send], stored: list[tuple[int, Message, int]]) -> None:
+    """An outbox row for each new message whose request asks for one."""
+    rows = [
+        # The fields of the live event, so a webhook sees what a client sees.
+        (items[i].outbox, json.dumps(message_data(message), ensure_ascii=False, separators=(",", ":")), message.created_at)
+        for i, message, _ in stored
+        if items[i].outbox is not None
+    ]
+    if rows:
+        outbox.add_many_txn(raw, rows)
 
 
 def _move_group_cursors_txn(raw: Raw, items: Sequence[GroupAck]) -> None:
