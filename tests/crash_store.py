@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 
-from imd.store import messages as m
 from imd.store.database import Database
+from imd.store.messages import Ack, Send
+from imd.store.persist import persist_direct_txn
 from imd.store.raw import Raw
 
 NOW = 1_700_000_000_000
@@ -32,8 +33,8 @@ SECOND = (
 SECOND_ACKS = [("bob", "a0", "alice"), ("bob", "c1", None)]
 
 
-def send(sender: str, to: str, msgid: str) -> m._Send:
-    return m._Send(sender, "phone", to, msgid, "text", f"{sender}->{to} {msgid}", "", lambda: NOW)
+def send(sender: str, to: str, msgid: str) -> Send:
+    return Send(sender, "phone", to, msgid, "text", f"{sender}->{to} {msgid}", "", lambda: NOW)
 
 
 def main(url: str, kill_at: int) -> None:
@@ -53,12 +54,12 @@ def main(url: str, kill_at: int) -> None:
     Raw.execute = counted(Raw.execute)
     Raw.executemany = counted(Raw.executemany)
     db = Database(url, pool_size=1)
-    results = db.run_sync("first", m._direct_many, [send(*item) for item in FIRST])
+    results = db.run_sync("first", persist_direct_txn, [send(*item) for item in FIRST])
     for (sender, _, msgid), result in zip(FIRST, results):
         assert result is not None
         print("acked", sender, msgid, flush=True)
-    items = [send(*item) for item in SECOND] + [m._Ack(*ack) for ack in SECOND_ACKS]
-    db.run_sync("second", m._direct_many, items)
+    items = [send(*item) for item in SECOND] + [Ack(*ack) for ack in SECOND_ACKS]
+    db.run_sync("second", persist_direct_txn, items)
     for sender, _, msgid in SECOND:
         print("acked", sender, msgid, flush=True)
     print("statements", count, flush=True)

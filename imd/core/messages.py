@@ -18,33 +18,13 @@ from imd.core.groups import invite_data
 from imd.core.roster import request_data
 from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound
 from imd.hub.interfaces import Event
-from imd.store.messages import Message
+from imd.store.messages import Message, message_data
 
 log = Logger()
 
 KINDS = ("text", "image", "file", "voice", "custom", "notification")
 RECEIPT_KINDS = ("read", "delivered")
 DAY_MS = 86_400_000
-
-
-def message_data(message: Message) -> dict[str, Any]:
-    data = {
-        "id": message.id,
-        "msgid": message.msgid,
-        "from": message.sender,
-        "from_res": message.sender_res,
-        "kind": message.kind,
-        "body": message.body,
-        "time": message.created_at,
-        "client_time": message.client_time,
-        "recalled": message.recalled_at is not None,
-    }
-    if message.gid is not None:
-        data["gid"] = message.gid
-        data["seq"] = message.group_seq
-    else:
-        data["to"] = message.to_uid
-    return data
 
 
 def _same_message(message: Message, created: bool, body: str, to: str | None = None, gid: str | None = None) -> None:

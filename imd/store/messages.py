@@ -1,13 +1,14 @@
 # -*- test-case-name: tests.test_store_messages -*-
 """
 Messages: 1:1 messages through each recipient's inbox, group messages
-stored once with a per-group sequence, receipts and recall.
+stored once with a per-group sequence, receipts and recall.  Sends and
+acknowledgements are committed in batches, by L{imd.store.persist}.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -16,7 +17,6 @@ from twisted.internet.defer import Deferred
 from imd.store import schema as s
 from imd.store.batch import Batcher
 from imd.store.database import Database
-from imd.store.raw import Raw, chunks, marks
 
 m = s.messages.c
 
@@ -37,6 +37,53 @@ class Message:
     recalled_at: int | None
 
 
+def message_data(message: Message) -> dict[str, Any]:
+    """C{message} under imd's own field names, as events and the outbox carry it."""
+    data = {
+        "id": message.id,
+        "msgid": message.msgid,
+        "from": message.sender,
+        "from_res": message.sender_res,
+        "kind": message.kind,
+        "body": message.body,
+        "time": message.created_at,
+        "client_time": message.client_time,
+        "recalled": message.recalled_at is not None,
+    }
+    if message.gid is not None:
+        data["gid"] = message.gid
+        data["seq"] = message.group_seq
+    else:
+        data["to"] = message.to_uid
+    return data
+
+
+# The requests of a batch, which L{imd.store.persist} writes.
+class Send(NamedTuple):
+    sender: str
+    sender_res: str
+    target: str  # the recipient's uid, or the group's gid
+    msgid: str
+    kind: str
+    body: str
+    client_time: str
+    now: Callable[[], int]
+    # The kind of the outbox row a new message adds, if any.
+    outbox: str | None = None
+
+
+class Ack(NamedTuple):
+    uid: str
+    msgid: str
+    sender: str | None
+
+
+class GroupAck(NamedTuple):
+    uid: str
+    gid: str
+    seq: int
+
+
 _COLUMNS = [getattr(m, f) for f in Message.__dataclass_fields__]
 
 
@@ -51,11 +98,14 @@ def _find(conn: Connection, sender: str, msgid: str) -> Message | None:
 
 class MessageStore:
     def __init__(self, db: Database) -> None:
+        # Not at the top: persist builds this module's Messages.
+        from imd.store.persist import persist_direct_txn, persist_group_txn
+
         self._db = db
         # 1:1 sends and acknowledgements share a transaction (one commit,
         # one fsync on SQLite, for both); group sends have their own.
-        self._direct = Batcher(db, "messages.direct", _direct_many)
-        self._group = Batcher(db, "messages.send_group", _group_many)
+        self._direct = Batcher(db, "messages.direct", persist_direct_txn)
+        self._group = Batcher(db, "messages.send_group", persist_group_txn)
 
     def send_direct(
         self,
@@ -67,6 +117,7 @@ class MessageStore:
         body: str,
         client_time: str,
         now: Callable[[], int],
+        outbox: str | None = None,
     ) -> "Deferred[tuple[Message, bool] | None]":
         """
         Commit a 1:1 message and put it in C{to_uid}'s inbox.  Returns
@@ -78,8 +129,12 @@ class MessageStore:
         messages of one inbox get their times in commit order and a
         cursor by time never passes one committed later.  Messages sent
         while a commit is in flight are committed together (L{Batcher}).
+
+        With C{outbox}, a new message (not a resend) adds a row of that
+        kind to the outbox, carrying L{message_data} as JSON, in the same
+        transaction: it is committed if and only if the message is.
         """
-        return self._direct.submit(_Send(sender, sender_res, to_uid, msgid, kind, body, client_time, now))
+        return self._direct.submit(Send(sender, sender_res, to_uid, msgid, kind, body, client_time, now, outbox))
 
     def send_group(
         self,
@@ -91,9 +146,10 @@ class MessageStore:
         body: str,
         client_time: str,
         now: Callable[[], int],
+        outbox: str | None = None,
     ) -> "Deferred[tuple[Message, bool] | None]":
         """Commit a group message under the group's next sequence; see L{send_direct}."""
-        return self._group.submit(_Send(sender, sender_res, gid, msgid, kind, body, client_time, now))
+        return self._group.submit(Send(sender, sender_res, gid, msgid, kind, body, client_time, now, outbox))
 
     def get(self, sender: str, msgid: str) -> "Deferred[Message | None]":
         return self._db.run("messages.get", _find, sender, msgid)
@@ -120,7 +176,7 @@ class MessageStore:
         it leaves C{uid}'s offline messages.  Returns how many of C{uid}'s
         messages it names.  Acknowledgements are committed in batches.
         """
-        return self._direct.submit(_Ack(uid, msgid, sender))
+        return self._direct.submit(Ack(uid, msgid, sender))
 
     def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
         """C{uid}'s unacknowledged 1:1 messages, oldest first."""
@@ -202,7 +258,7 @@ class MessageStore:
         C{seq} (never back, never past the last message).  Batched with
         the other writes of L{send_direct}.
         """
-        return self._direct.submit(_GroupAck(uid, gid, seq))
+        return self._direct.submit(GroupAck(uid, gid, seq))
 
     def group_synced(
         self, uid: str, gid: str, seq: int | None = None, until: int | None = None
@@ -278,191 +334,3 @@ class MessageStore:
             return True
 
         return self._db.run("messages.add_receipt", thd)
-
-
-class _GroupAck(NamedTuple):
-    uid: str
-    gid: str
-    seq: int
-
-
-class _Ack(NamedTuple):
-    uid: str
-    msgid: str
-    sender: str | None
-
-
-class _Send(NamedTuple):
-    sender: str
-    sender_res: str
-    target: str  # the recipient's uid, or the group's gid
-    msgid: str
-    kind: str
-    body: str
-    client_time: str
-    now: Callable[[], int]
-
-
-_SELECT = "SELECT " + ", ".join("m." + f for f in Message.__dataclass_fields__)
-_NEW = {
-    "msgid": "text",
-    "sender": "text",
-    "sender_res": "text",
-    "to_uid": "text",
-    "gid": "text",
-    "group_seq": "bigint",
-    "kind": "text",
-    "body": "text",
-    "client_time": "text",
-    "created_at": "bigint",
-}
-_INSERT = f"INSERT INTO messages ({', '.join(_NEW)}) SELECT * FROM k RETURNING id, sender, msgid"
-
-
-def _joined(raw: Raw, select: str, column: str, pairs: list[tuple[str, str]]) -> list[tuple]:
-    """
-    The rows of C{select} whose (C{column}, msgid) is one of C{pairs}.  A
-    join on a list of the pairs is answered from the (C{column}, msgid)
-    index on both databases, one probe per pair, where SQLite would probe
-    every combination of two IN lists and Postgres without statistics scans.
-    """
-    rows: list[tuple] = []
-    for chunk in chunks(pairs, raw.chunk):
-        cte, params = raw.table("k", {"a": "text", "b": "text"}, chunk)
-        rows += raw.rows(f"WITH {cte} {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b", params)
-    return rows
-
-
-def _send_many(raw: Raw, items: Sequence[_Send], group: bool) -> list:
-    """
-    Commit C{items} in one transaction with a few set-based statements;
-    one result per item, as L{MessageStore.send_direct} describes.
-    """
-    results: list[Any] = [None] * len(items)
-    known: dict[tuple[str, str], Message] = {}
-    for row in _joined(raw, _SELECT, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
-        known[(row[2], row[1])] = Message(*row)
-    if group:
-        table, key, counter = "groups", "gid", "last_seq"
-    else:
-        table, key, counter = "users", "uid", "inbox_seq"
-    targets = sorted({it.target for it in items if (it.sender, it.msgid) not in known})
-    seqs: dict[str, int] = {}
-    # Locked in a fixed order, so two instances' batches never deadlock;
-    # the lock orders writers per inbox (or group), see users.inbox_seq.
-    # NO KEY UPDATE: inserting a message takes a key-share lock on its
-    # sender's row (the foreign key), which plain FOR UPDATE would block,
-    # and two batches sending to each other's users would deadlock.
-    lock = " FOR NO KEY UPDATE" if raw.postgres else ""
-    for chunk in chunks(targets, raw.chunk):
-        seqs.update(
-            raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks(len(chunk))}) ORDER BY {key}{lock}", chunk)
-        )
-    now = items[0].now()
-    new: list[tuple[int, tuple, int]] = []
-    first_of: dict[tuple[str, str], int] = {}
-    repeats: list[tuple[int, int]] = []
-    last: dict[str, int] = {}
-    for i, it in enumerate(items):
-        k = (it.sender, it.msgid)
-        if k in known:
-            results[i] = (known[k], False)
-        elif k in first_of:
-            # The same msgid twice in one batch: a resend racing its original.
-            repeats.append((i, first_of[k]))
-        elif it.target in seqs:
-            seq = seqs[it.target] = last[it.target] = seqs[it.target] + 1
-            if group:
-                row = (it.msgid, it.sender, it.sender_res, None, it.target, seq)
-            else:
-                row = (it.msgid, it.sender, it.sender_res, it.target, None, None)
-            first_of[k] = len(new)
-            new.append((i, row + (it.kind, it.body, it.client_time, now), seq))
-    if new:
-        ids: dict[tuple[str, str], int] = {}
-        for chunk in chunks(new, raw.chunk):
-            cte, params = raw.table("k", _NEW, [row for _, row, _ in chunk])
-            # RETURNING promises no row order: ids are matched by key.
-            for id_, sender, msgid in raw.rows(f"WITH {cte} {_INSERT}", params):
-                ids[(sender, msgid)] = id_
-        stored = [(i, Message(ids[(row[1], row[0])], *row, None), seq) for i, row, seq in new]
-        if not group:
-            raw.insert(
-                "inbox",
-                {"uid": "text", "seq": "bigint", "message_id": "bigint"},
-                [(message.to_uid, seq, message.id) for _, message, seq in stored],
-            )
-        raw.executemany(f"UPDATE {table} SET {counter} = ? WHERE {key} = ?", [(v, k) for k, v in last.items()])
-        for i, message, _ in stored:
-            results[i] = (message, True)
-    for i, j in repeats:
-        results[i] = (results[new[j][0]][0], False)
-    return results
-
-
-def _direct_many(conn: Connection, items: Sequence[_Send | _Ack | _GroupAck]) -> list:
-    """1:1 sends and acknowledgements, in one transaction; results in order."""
-    sends = [i for i, item in enumerate(items) if isinstance(item, _Send)]
-    acks = [i for i, item in enumerate(items) if isinstance(item, _Ack)]
-    group_acks = [items[i] for i, item in enumerate(items) if isinstance(item, _GroupAck)]
-    results: list[Any] = [None] * len(items)
-    with Raw(conn) as raw:
-        if group_acks:
-            _group_acked_many(raw, group_acks)
-        if sends:
-            for i, result in zip(sends, _send_many(raw, [items[i] for i in sends], False)):
-                results[i] = result
-        if acks:
-            for i, result in zip(acks, _mark_received_many(raw, [items[i] for i in acks])):
-                results[i] = result
-    return results
-
-
-def _group_many(conn: Connection, items: Sequence[_Send]) -> list:
-    """Group sends, in one transaction; results in order."""
-    with Raw(conn) as raw:
-        return _send_many(raw, items, True)
-
-
-def _group_acked_many(raw: Raw, items: Sequence[_GroupAck]) -> None:
-    targets: dict[tuple[str, str], int] = {}
-    for uid, gid, seq in items:
-        targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
-    last: dict[str, int] = {}
-    for chunk in chunks(sorted({gid for _, gid in targets}), raw.chunk):
-        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({marks(len(chunk))})", chunk))
-    rows = []
-    for (uid, gid), seq in targets.items():
-        seq = min(seq, last.get(gid, 0))
-        rows.append((seq, gid, uid, seq))
-    raw.executemany("UPDATE group_members SET synced_seq = ? WHERE gid = ? AND uid = ? AND synced_seq < ?", rows)
-
-
-def _mark_received_many(raw: Raw, items: Sequence[_Ack]) -> list[int]:
-    """Acknowledgements of many users in one transaction; see L{MessageStore.mark_received}."""
-    found: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
-    for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", "to_uid", pairs):
-        found.setdefault((to_uid, msgid), []).append((id_, sender))
-    results: list[int] = []
-    to_mark: dict[int, None] = {}
-    for uid, msgid, sender in items:
-        ids = [id_ for id_, by in found.get((uid, msgid), ()) if sender is None or by == sender]
-        results.append(len(ids))
-        to_mark.update(dict.fromkeys(ids))
-    # A 1:1 message has one inbox row, its recipient's: its id finds it.
-    if raw.postgres:
-        # One statement, not one per row; a join on the list is answered
-        # from the message_id index (an IN list without statistics is not).
-        for chunk in chunks(list(to_mark), raw.chunk):
-            raw.execute(
-                "UPDATE inbox SET received = TRUE FROM unnest(?::bigint[]) AS k(id)"
-                " WHERE inbox.message_id = k.id AND inbox.received = FALSE",
-                [chunk],
-            )
-    else:
-        raw.executemany(
-            "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
-            [(id_,) for id_ in to_mark],
-        )
-    return results

@@ -10,6 +10,7 @@ from imd.store.directory import DirectoryStore
 from imd.store.files import FileStore
 from imd.store.groups import GroupStore
 from imd.store.messages import MessageStore
+from imd.store.outbox import OutboxStore
 from imd.store.profiles import ProfileStore
 from imd.store.roster import RosterStore
 from imd.store.users import SmsCodeStore, TokenStore, UserStore
@@ -30,6 +31,7 @@ class Store:
         self.roster = RosterStore(self.db)
         self.groups = GroupStore(self.db)
         self.messages = MessageStore(self.db)
+        self.outbox = OutboxStore(self.db)
         self.profiles = ProfileStore(self.db)
         self.directory = DirectoryStore(self.db)
         self.files = FileStore(self.db)

@@ -1,0 +1,250 @@
+# -*- test-case-name: tests.test_store_batch,tests.test_store_crash,tests.test_store_outbox -*-
+"""
+What one batch of messages writes, in one transaction.
+
+Every send and acknowledgement of L{imd.store.messages.MessageStore} goes
+through here, many at a time (L{imd.store.batch.Batcher}).  A transaction
+is a short list of steps, one helper per group of tables, each a few
+set-based statements on the driver's cursor (L{imd.store.raw}) however
+large the batch: this is the measured hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple, Sequence
+
+from sqlalchemy.engine import Connection
+
+from imd.store import outbox
+from imd.store.messages import Ack, GroupAck, Message, Send, message_data
+from imd.store.raw import Raw, chunks, marks
+
+
+def persist_direct_txn(conn: Connection, items: Sequence[Send | Ack | GroupAck]) -> list:
+    """1:1 sends and acknowledgements, in one transaction; results in order."""
+    sends = [i for i, item in enumerate(items) if isinstance(item, Send)]
+    acks = [i for i, item in enumerate(items) if isinstance(item, Ack)]
+    group_acks = [item for item in items if isinstance(item, GroupAck)]
+    results: list[Any] = [None] * len(items)
+    with Raw(conn) as raw:
+        if group_acks:
+            _move_group_cursors_txn(raw, group_acks)
+        if sends:
+            for i, result in zip(sends, _send_txn(raw, [items[i] for i in sends], _INBOX_SEQ)):
+                results[i] = result
+        if acks:
+            for i, result in zip(acks, _mark_received_txn(raw, [items[i] for i in acks])):
+                results[i] = result
+    return results
+
+
+def persist_group_txn(conn: Connection, items: Sequence[Send]) -> list:
+    """Group sends, in one transaction; results in order."""
+    with Raw(conn) as raw:
+        return _send_txn(raw, items, _GROUP_SEQ)
+
+
+class _Sequence(NamedTuple):
+    """Where the sequence numbers of a message's target are counted."""
+
+    table: str
+    key: str
+    counter: str
+
+
+_INBOX_SEQ = _Sequence("users", "uid", "inbox_seq")
+_GROUP_SEQ = _Sequence("groups", "gid", "last_seq")
+
+
+def _send_txn(raw: Raw, items: Sequence[Send], sequence: _Sequence) -> list:
+    """
+    Store the messages of C{items}; one result per item, as
+    L{imd.store.messages.MessageStore.send_direct} describes.
+    """
+    known = _find_messages_txn(raw, items)
+    seqs = _lock_sequences_txn(raw, sequence, sorted({it.target for it in items if (it.sender, it.msgid) not in known}))
+    # The time is read once the targets are locked; see send_direct.
+    results, new, repeats, last = _number(items, known, seqs, sequence is _GROUP_SEQ, items[0].now())
+    if new:
+        stored = _insert_messages_txn(raw, new)
+        if sequence is _INBOX_SEQ:
+            _insert_inbox_txn(raw, stored)
+        _write_sequences_txn(raw, sequence, last)
+        _add_to_outbox_txn(raw, items, stored)
+        for i, message, _ in stored:
+            results[i] = (message, True)
+    for i, j in repeats:
+        results[i] = (results[new[j][0]][0], False)
+    return results
+
+
+_SELECT = "SELECT " + ", ".join("m." + f for f in Message.__dataclass_fields__)
+
+
+def _find_messages_txn(raw: Raw, items: Sequence[Send]) -> dict[tuple[str, str], Message]:
+    """The messages already stored under the (sender, msgid) of C{items}."""
+    known: dict[tuple[str, str], Message] = {}
+    for row in _joined(raw, _SELECT, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
+        known[(row[2], row[1])] = Message(*row)
+    return known
+
+
+def _lock_sequences_txn(raw: Raw, sequence: _Sequence, targets: list[str]) -> dict[str, int]:
+    """The last sequence number of each of C{targets} that exists, locked until commit."""
+    table, key, counter = sequence
+    seqs: dict[str, int] = {}
+    # Locked in a fixed order, so two instances' batches never deadlock;
+    # the lock orders writers per inbox (or group), see users.inbox_seq.
+    # NO KEY UPDATE: inserting a message takes a key-share lock on its
+    # sender's row (the foreign key), which plain FOR UPDATE would block,
+    # and two batches sending to each other's users would deadlock.
+    lock = " FOR NO KEY UPDATE" if raw.postgres else ""
+    for chunk in chunks(targets, raw.chunk):
+        seqs.update(
+            raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks(len(chunk))}) ORDER BY {key}{lock}", chunk)
+        )
+    return seqs
+
+
+def _number(
+    items: Sequence[Send], known: dict[tuple[str, str], Message], seqs: dict[str, int], group: bool, now: int
+) -> tuple[list, list[tuple[int, tuple, int]], list[tuple[int, int]], dict[str, int]]:
+    """
+    Which of C{items} are new messages, and their sequence numbers (C{seqs}
+    moves on): (results so far, with the known messages; the new ones as
+    (item, row of _NEW, seq); the repeats of a new one inside the batch as
+    (item, index in new); each target's last sequence number).  An item
+    whose target does not exist stays None.
+    """
+    results: list[Any] = [None] * len(items)
+    new: list[tuple[int, tuple, int]] = []
+    first_of: dict[tuple[str, str], int] = {}
+    repeats: list[tuple[int, int]] = []
+    last: dict[str, int] = {}
+    for i, it in enumerate(items):
+        k = (it.sender, it.msgid)
+        if k in known:
+            results[i] = (known[k], False)
+        elif k in first_of:
+            # The same msgid twice in one batch: a resend racing its original.
+            repeats.append((i, first_of[k]))
+        elif it.target in seqs:
+            seq = seqs[it.target] = last[it.target] = seqs[it.target] + 1
+            if group:
+                row = (it.msgid, it.sender, it.sender_res, None, it.target, seq)
+            else:
+                row = (it.msgid, it.sender, it.sender_res, it.target, None, None)
+            first_of[k] = len(new)
+            new.append((i, row + (it.kind, it.body, it.client_time, now), seq))
+    return results, new, repeats, last
+
+
+_NEW = {
+    "msgid": "text",
+    "sender": "text",
+    "sender_res": "text",
+    "to_uid": "text",
+    "gid": "text",
+    "group_seq": "bigint",
+    "kind": "text",
+    "body": "text",
+    "client_time": "text",
+    "created_at": "bigint",
+}
+_INSERT = f"INSERT INTO messages ({', '.join(_NEW)}) SELECT * FROM k RETURNING id, sender, msgid"
+
+
+def _insert_messages_txn(raw: Raw, new: list[tuple[int, tuple, int]]) -> list[tuple[int, Message, int]]:
+    """Insert the C{new} messages of L{_number}: each as (item, stored message, seq)."""
+    ids: dict[tuple[str, str], int] = {}
+    for chunk in chunks(new, raw.chunk):
+        cte, params = raw.table("k", _NEW, [row for _, row, _ in chunk])
+        # RETURNING promises no row order: ids are matched by key.
+        for id_, sender, msgid in raw.rows(f"WITH {cte} {_INSERT}", params):
+            ids[(sender, msgid)] = id_
+    return [(i, Message(ids[(row[1], row[0])], *row, None), seq) for i, row, seq in new]
+
+
+def _insert_inbox_txn(raw: Raw, stored: list[tuple[int, Message, int]]) -> None:
+    raw.insert(
+        "inbox",
+        {"uid": "text", "seq": "bigint", "message_id": "bigint"},
+        [(message.to_uid, seq, message.id) for _, message, seq in stored],
+    )
+
+
+def _write_sequences_txn(raw: Raw, sequence: _Sequence, last: dict[str, int]) -> None:
+    table, key, counter = sequence
+    raw.executemany(f"UPDATE {table} SET {counter} = ? WHERE {key} = ?", [(v, k) for k, v in last.items()])
+
+
+def _add_to_outbox_txn(raw: Raw, items: Sequence[Send], stored: list[tuple[int, Message, int]]) -> None:
+    """An outbox row for each new message whose request asks for one."""
+    rows = [
+        # The fields of the live event, so a webhook sees what a client sees.
+        (items[i].outbox, json.dumps(message_data(message), ensure_ascii=False, separators=(",", ":")), message.created_at)
+        for i, message, _ in stored
+        if items[i].outbox is not None
+    ]
+    if rows:
+        outbox.add_many_txn(raw, rows)
+
+
+def _move_group_cursors_txn(raw: Raw, items: Sequence[GroupAck]) -> None:
+    """See L{imd.store.messages.MessageStore.group_acked}."""
+    targets: dict[tuple[str, str], int] = {}
+    for uid, gid, seq in items:
+        targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
+    last: dict[str, int] = {}
+    for chunk in chunks(sorted({gid for _, gid in targets}), raw.chunk):
+        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({marks(len(chunk))})", chunk))
+    rows = []
+    for (uid, gid), seq in targets.items():
+        seq = min(seq, last.get(gid, 0))
+        rows.append((seq, gid, uid, seq))
+    raw.executemany("UPDATE group_members SET synced_seq = ? WHERE gid = ? AND uid = ? AND synced_seq < ?", rows)
+
+
+def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
+    """Acknowledgements of many users; see L{imd.store.messages.MessageStore.mark_received}."""
+    found: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
+    for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", "to_uid", pairs):
+        found.setdefault((to_uid, msgid), []).append((id_, sender))
+    results: list[int] = []
+    to_mark: dict[int, None] = {}
+    for uid, msgid, sender in items:
+        ids = [id_ for id_, by in found.get((uid, msgid), ()) if sender is None or by == sender]
+        results.append(len(ids))
+        to_mark.update(dict.fromkeys(ids))
+    # A 1:1 message has one inbox row, its recipient's: its id finds it.
+    if raw.postgres:
+        # One statement, not one per row; a join on the list is answered
+        # from the message_id index (an IN list without statistics is not).
+        for chunk in chunks(list(to_mark), raw.chunk):
+            raw.execute(
+                "UPDATE inbox SET received = TRUE FROM unnest(?::bigint[]) AS k(id)"
+                " WHERE inbox.message_id = k.id AND inbox.received = FALSE",
+                [chunk],
+            )
+    else:
+        raw.executemany(
+            "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
+            [(id_,) for id_ in to_mark],
+        )
+    return results
+
+
+def _joined(raw: Raw, select: str, column: str, pairs: list[tuple[str, str]]) -> list[tuple]:
+    """
+    The rows of C{select} whose (C{column}, msgid) is one of C{pairs}.  A
+    join on a list of the pairs is answered from the (C{column}, msgid)
+    index on both databases, one probe per pair, where SQLite would probe
+    every combination of two IN lists and Postgres without statistics scans.
+    """
+    rows: list[tuple] = []
+    for chunk in chunks(pairs, raw.chunk):
+        cte, params = raw.table("k", {"a": "text", "b": "text"}, chunk)
+        rows += raw.rows(f"WITH {cte} {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b", params)
+    return rows

@@ -1,0 +1,153 @@
+"""
+The outbox, on SQLite and on Postgres: its repository, and its rows
+written in the transaction of the message they tell of.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import create_engine, func, select, update
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial import unittest
+
+from imd.store import persist
+from imd.store import schema as s
+from imd.store.database import normalize_url
+from imd.store.messages import Ack, Send
+from imd.store.store import Store
+from tests.support import PostgresBackend, SQLiteBackend
+
+NOW = 1_700_000_000_000
+
+
+class Boom(Exception):
+    pass
+
+
+def now() -> int:
+    return NOW
+
+
+class OutboxMixin:
+    def setUp(self):
+        self.url = self.database_url()
+        self.store = Store(self.url, reactor=reactor)
+        self.store.migrate()
+        self.store.start()
+        self.addCleanup(self.store.stop)
+        # A second engine, without the store's BEGIN IMMEDIATE: it sees
+        # only what is committed, even while a store transaction is open.
+        self.reader = create_engine(normalize_url(self.url))
+        self.addCleanup(self.reader.dispose)
+
+    def committed(self) -> tuple[int, int]:
+        """(messages, outbox rows) committed."""
+        with self.reader.connect() as conn:
+            return (
+                conn.execute(select(func.count()).select_from(s.messages)).scalar(),
+                conn.execute(select(func.count()).select_from(s.outbox)).scalar(),
+            )
+
+    def outbox_rows(self) -> list[tuple]:
+        o = s.outbox.c
+        with self.reader.connect() as conn:
+            return [tuple(row) for row in conn.execute(select(o.kind, o.payload, o.created_at, o.next_attempt_at).order_by(o.id))]
+
+    @inlineCallbacks
+    def users(self, *uids):
+        for uid in uids:
+            yield self.store.users.create(uid, None, NOW)
+
+    @inlineCallbacks
+    def test_add_many_and_due(self):
+        yield self.store.outbox.add_many([("a", '{"n":1}', NOW + 20), ("b", '{"n":2}', NOW + 10), ("c", "{}", NOW + 30)])
+        yield self.store.outbox.add_many([])
+        due = yield self.store.outbox.due(NOW + 20)
+        self.assertEqual([(r.kind, r.payload, r.created_at, r.next_attempt_at) for r in due],
+                         [("b", '{"n":2}', NOW + 10, NOW + 10), ("a", '{"n":1}', NOW + 20, NOW + 20)])
+        self.assertEqual([(r.attempts, r.last_error) for r in due], [(0, None), (0, None)])
+        self.assertEqual([r.kind for r in (yield self.store.outbox.due(NOW + 30, limit=2))], ["b", "a"])
+        with self.store.db.engine.begin() as conn:
+            conn.execute(update(s.outbox).where(s.outbox.c.kind == "b").values(delivered_at=NOW + 15))
+        self.assertEqual([r.kind for r in (yield self.store.outbox.due(NOW + 30))], ["a", "c"])
+
+    @inlineCallbacks
+    def test_committed_with_its_message(self):
+        yield self.users("a", "b")
+        with self.store.db.engine.connect() as conn:
+            transaction = conn.begin()
+            [(message, created)] = persist.persist_direct_txn(
+                conn, [Send("a", "phone", "b", "m1", "text", "hi", "", now, "message")]
+            )
+            self.assertEqual(self.committed(), (0, 0))
+            transaction.commit()
+        self.assertTrue(created)
+        self.assertEqual(self.committed(), (1, 1))
+        [(kind, payload, created_at, next_attempt_at)] = self.outbox_rows()
+        self.assertEqual((kind, created_at, next_attempt_at), ("message", NOW, NOW))
+        self.assertEqual(
+            json.loads(payload),
+            {"id": message.id, "msgid": "m1", "from": "a", "from_res": "phone", "to": "b", "kind": "text",
+             "body": "hi", "time": NOW, "client_time": "", "recalled": False},
+        )
+
+    @inlineCallbacks
+    def test_rolled_back_with_its_message(self):
+        yield self.users("a", "b")
+        written = []
+
+        def fail(raw, items):
+            # Acknowledgements come after the sends: the outbox row is in.
+            written.extend(raw.rows("SELECT kind FROM outbox"))
+            raise Boom()
+
+        self.patch(persist, "_mark_received_txn", fail)
+        items = [Send("a", "", "b", "m1", "text", "hi", "", now, "message"), Ack("b", "m0", None)]
+        yield self.assertFailure(self.store.db.run("test", persist.persist_direct_txn, items), Boom)
+        self.assertEqual(written, [("message",)])
+        self.assertEqual(self.committed(), (0, 0))
+
+    @inlineCallbacks
+    def test_a_resend_adds_no_row(self):
+        yield self.users("a", "b")
+
+        def send(msgid):
+            return self.store.messages.send_direct("a", "", "b", msgid, "text", "hi", "", now, outbox="message")
+
+        # m0 goes to the store at once; both m1 wait for it and then go
+        # in one batch: a resend racing its original.
+        results = yield gatherResults([send("m0"), send("m1"), send("m1")])
+        results.append((yield send("m1")))
+        self.assertEqual([created for _, created in results], [True, True, False, False])
+        self.assertEqual(self.committed(), (2, 2))
+        self.assertEqual([json.loads(payload)["msgid"] for _, payload, _, _ in self.outbox_rows()], ["m0", "m1"])
+
+    @inlineCallbacks
+    def test_group_message(self):
+        yield self.users("a")
+        yield self.store.groups.create("g1", "g", "a", 1, True, NOW)
+        messages = self.store.messages
+        message, _ = yield messages.send_group("a", "", "g1", "m1", "text", "hi", "", now, outbox="group")
+        yield messages.send_group("a", "", "g1", "m1", "text", "hi", "", now, outbox="group")
+        [(kind, payload, _, _)] = self.outbox_rows()
+        data = json.loads(payload)
+        self.assertEqual((kind, data["id"], data["gid"], data["seq"]), ("group", message.id, "g1", 1))
+        self.assertNotIn("to", data)
+
+    @inlineCallbacks
+    def test_none_unless_asked(self):
+        yield self.users("a", "b")
+        yield self.store.groups.create("g1", "g", "a", 1, True, NOW)
+        yield self.store.messages.send_direct("a", "", "b", "m1", "text", "hi", "", now)
+        yield self.store.messages.send_group("a", "", "g1", "m2", "text", "hi", "", now)
+        self.assertEqual(self.committed(), (2, 0))
+
+
+class SQLiteOutboxTests(OutboxMixin, SQLiteBackend, unittest.TestCase):
+    pass
+
+
+class PostgresOutboxTests(OutboxMixin, PostgresBackend, unittest.TestCase):
+    pass
