@@ -40,7 +40,9 @@ class FramingTests(unittest.TestCase):
         self.assertEqual(Codec(KEY, False).decode(b'{"a": 1}'), {"a": 1})
 
 
-class SocketTestsMixin(LongConnTestMixin):
+class SocketClientMixin(LongConnTestMixin):
+    """Servers with the socket on too, and clients of it."""
+
     def start_server(self, **sections):
         sections.setdefault("socket", {"endpoint": "tcp:0:interface=127.0.0.1"})
         return LongConnTestMixin.start_server(self, **sections)
@@ -62,6 +64,8 @@ class SocketTestsMixin(LongConnTestMixin):
         self.assertEqual(reply["data"]["user_id"], uid)
         return client
 
+
+class SocketTestsMixin(SocketClientMixin):
     @inlineCallbacks
     def test_connect_bind_ping(self):
         server = self.start_server()

@@ -20,7 +20,8 @@ from typing import Any
 from twisted.internet.protocol import Factory, Protocol
 
 from imd.channels.longconn import msgtypes as T
-from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
+from imd.channels.longconn.framing import FrameDecoder, decode_body, encode
+from imd.channels.shared.frames import FrameError
 
 
 class RelayProtocol(Protocol):

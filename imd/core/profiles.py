@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks, returnValue
 
 from imd.core import fields
-from imd.errors import Forbidden, NotFound
+from imd.errors import NotFound
 from imd.store.profiles import PROFILE_FIELDS
 
 LIMITS = {
@@ -55,7 +55,7 @@ class ProfileService:
 
     @inlineCallbacks
     def get(self, uid: str):
-        profile = yield self._profiles.get(fields.uid("uname", uid))
+        profile = yield self._profiles.get(fields.uid("uid", uid))
         if profile is None:
             raise NotFound(f"no user {uid}")
         returnValue(profile)
@@ -63,12 +63,9 @@ class ProfileService:
     @inlineCallbacks
     def set(self, uid: str, values: dict[str, Any]):
         """
-        Set C{uid}'s profile from C{values}: the seed's fields, an optional
-        C{uname} that must be C{uid}, and C{name} (the display name).
+        Set C{uid}'s profile from C{values}: the profile fields and C{name}
+        (the display name); other keys are ignored.
         """
-        uname = values.get("uname")
-        if uname not in (None, "", uid):
-            raise Forbidden("you can only change your own profile")
         changes = {
             key: fields.text(key, values[key], LIMITS[key], required=False)
             for key in PROFILE_FIELDS

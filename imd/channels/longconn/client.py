@@ -22,7 +22,8 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks, returnValue,
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
+from imd.channels.longconn.framing import FrameDecoder, decode_body, encode
+from imd.channels.shared.frames import FrameError
 from imd.channels.longconn.msgtypes import (
     IM_AUTH,
     IM_CHATROOM,

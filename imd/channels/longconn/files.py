@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import collapse_rfc2231_value
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qsl
 
 from twisted.internet.defer import CancelledError, inlineCallbacks, returnValue
@@ -36,6 +36,9 @@ from imd.errors import IMError, InvalidField, Unauthenticated
 from imd.files.storage import ConsumerGone
 from imd.channels.shared.httpjson import write_json
 from imd.channels.shared.web import Family
+
+if TYPE_CHECKING:
+    from imd.server import Server
 
 log = Logger()
 
@@ -330,7 +333,7 @@ def seed_error(request, error: IMError) -> bytes:
     return _plain(request, error.message, 500)
 
 
-def make_app(server: Any) -> Family:
+def make_app(server: "Server") -> Family:
     family = Family("files", server.metrics, seed_error, prefixes=("/file/", "/upload/"))
     app = family.app
     config = server.config.files

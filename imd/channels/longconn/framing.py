@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from imd.channels.shared.frames import FrameError, LengthPrefixed  # noqa: F401 (FrameError: for users of the decoder)
+from imd.channels.shared.frames import LengthPrefixed
 from imd.channels.shared.jsonobj import parse_object
 
 HEADER = struct.Struct(">II")

@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn import serialize
-from imd.channels.longconn.framing import FrameDecoder, FrameError, decode_body, encode
+from imd.channels.longconn.framing import FrameDecoder, decode_body, encode
+from imd.channels.shared.frames import FrameError
 from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
 from imd.core import fields
 from imd.errors import IMError, InvalidField, InvalidToken

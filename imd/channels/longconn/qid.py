@@ -9,7 +9,7 @@ decide what that user may see.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
@@ -20,6 +20,9 @@ from imd.errors import Forbidden, NotFound
 from imd.channels.shared.httpjson import bearer_token, read_json, write_error, write_json
 from imd.channels.shared.web import Family
 from imd.channels.longconn.wiretime import cursor_time
+
+if TYPE_CHECKING:
+    from imd.server import Server
 
 
 def text(value: Any) -> dict:
@@ -50,7 +53,7 @@ def directory_rows(rows: list[dict], delta: bool) -> list[dict]:
 
 
 # Each handler: (server, uid, token, body) -> Deferred or value of a result dict.
-Handler = Callable[[Any, str, str, dict], Any]
+Handler = Callable[["Server", str, str, dict], Any]
 HANDLERS: dict[str, Handler] = {}
 
 
@@ -206,11 +209,13 @@ def user_info(server, uid, token, body):
 
 @qid("QID_IM_SET_USER_INFO")
 def set_user_info(server, uid, token, body):
+    if body.get("uname") not in (None, "", uid):
+        raise Forbidden("you can only change your own profile")
     yield server.profiles.set(uid, body)
     return text("1")
 
 
-def make_app(server: Any) -> Family:
+def make_app(server: "Server") -> Family:
     family = Family("qid", server.metrics, write_error, prefixes=("/qid/",))
     max_body = server.config.http.max_body
 

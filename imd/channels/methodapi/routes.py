@@ -12,7 +12,7 @@ plain JSON, ``{"status": "1111", "data"}`` or ``{"status": "0000",
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import inlineCallbacks
@@ -25,6 +25,9 @@ from imd.channels.methodapi.crypto import CryptoError, decrypt
 from imd.errors import BadRequest, Forbidden, IMError, InvalidField
 from imd.channels.shared.httpjson import read_body, write_json
 from imd.channels.shared.web import Family
+
+if TYPE_CHECKING:
+    from imd.server import Server
 
 SUCCESS = "success"
 
@@ -59,7 +62,7 @@ def parse_envelope(raw: bytes, query: dict, key: bytes) -> dict[str, Any]:
 
 
 # name -> (needs a token, handler(server, uid, data) -> Deferred of reply data)
-METHODS: dict[str, tuple[bool, Callable]] = {}
+METHODS: dict[str, tuple[bool, Callable[["Server", str | None, dict], Any]]] = {}
 
 
 def method(name: str, authenticated: bool = True):
@@ -148,7 +151,7 @@ def get_groups(server, uid, data):
 
 
 class MethodApi:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: "Server") -> None:
         self.server = server
         self.key = server.config.socket.aes_key.encode("utf-8")
         self.max_body = server.config.http.max_body
@@ -180,7 +183,7 @@ def write_failure(request: IRequest, error: IMError) -> bytes:
     return write_json(request, {"status": "0000", "info": error.message, "code": error.code})
 
 
-def make_app(server: Any) -> Family:
+def make_app(server: "Server") -> Family:
     family = Family(
         "methodapi", server.metrics, write_failure, prefixes=("/api/",), internal_message="internal error; try again"
     )

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
 from imd.errors import BadRequest
 from imd.channels.shared.httpjson import bearer_token, read_json, write_json
 
+if TYPE_CHECKING:
+    from imd.server import Server
 
-def install(app, server: Any) -> None:
+
+def install(app, server: "Server") -> None:
     accounts = server.accounts
     max_body = server.config.http.max_body
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.twisted import MetricsResource
 from twisted.internet.defer import inlineCallbacks
@@ -13,11 +13,14 @@ from twisted.logger import Logger
 from imd import __version__
 from imd.channels.shared.httpjson import write_json
 
+if TYPE_CHECKING:
+    from imd.server import Server
+
 log = Logger()
 PING_TIMEOUT = 5
 
 
-def install(app, server: Any) -> None:
+def install(app, server: "Server") -> None:
     @app.route("/healthz", methods=["GET", "HEAD"])
     @inlineCallbacks
     def healthz(request):

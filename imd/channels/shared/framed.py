@@ -91,6 +91,7 @@ class FramedProtocol(Protocol):
         # Live events that arrive while what the session missed is being
         # written wait here, so they reach the client after it.
         self._held: list[Event] | None = None
+        self._resync_after = False
         # A list, not a deque: at most 64 frames, and an idle connection
         # keeps 56 bytes instead of 600.
         self._queue: list[Any] = []
@@ -249,14 +250,18 @@ class FramedProtocol(Protocol):
         if event.kind == RESYNC:
             # Events from other instances were missed: they are in the store.
             if self._held is None:
-                self.push_missed().addErrback(
-                    lambda f: log.failure("{channel}: resync", f, channel=self.session_class.channel)
-                )
+                self._resync()
+            else:
+                # What is being written now may have been read before them.
+                self._resync_after = True
             return
         if self._held is not None:
             self._held.append(event)
             return
         self.render(event)
+
+    def _resync(self) -> None:
+        self.push_missed().addErrback(lambda f: log.failure("{channel}: resync", f, channel=self.session_class.channel))
 
     @inlineCallbacks
     def push_missed(self, messages: bool = True):
@@ -301,6 +306,9 @@ class FramedProtocol(Protocol):
                 if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
                     continue
                 self.receive(event)
+            if self._resync_after and self.session is not None:
+                self._resync_after = False
+                self._resync()
 
     def timeoutConnection(self) -> None:
         log.info("connection idle for {s} s; closing", s=self.factory.idle.timeout)

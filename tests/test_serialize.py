@@ -1,0 +1,135 @@
+"""
+Each wire family's one serializer renders the same neutral core event in
+its own words, and parses its words back into core values.
+"""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from imd.channels.longconn import msgtypes as T
+from imd.channels.longconn import serialize as longconn
+from imd.channels.longconn.wiretime import format_time
+from imd.channels.methodapi import serialize as methodapi
+from imd.core import events
+from imd.core.groups import group_data, invite_data, member_data
+from imd.core.messages import message_data
+from imd.errors import InvalidField
+from imd.hub.interfaces import Event
+from imd.store.groups import Group, GroupInvite, Member
+from imd.store.messages import Message
+from imd.store.roster import FriendGroup
+
+NOW = 1_700_000_000_000
+
+
+def _fields(cls, **values):
+    # Every field of a store row, whatever the row gains later: the ones
+    # given, None for the rest.
+    return cls(**{name: values.get(name) for name in cls.__dataclass_fields__})
+
+
+INVITE = _fields(GroupInvite, msgid="i1", msgfrom="alice", msgto="bob", gid="g1", gname="team", created_at=NOW)
+GROUP = _fields(Group, gid="g1", name="team", creator="alice", type=1, exitable=False, created_at=NOW)
+MEMBER = _fields(Member, uid="bob", name="Bob", remark="", role=0, join_time=NOW)
+
+
+class GroupEventTests(unittest.TestCase):
+    def test_an_invite_in_both_families(self):
+        event = Event(events.GROUP_INVITE, invite_data(INVITE))
+        self.assertEqual(
+            longconn.event("bob", "pad", event),
+            (
+                T.IM_CHATROOM,
+                {
+                    "msgid": "i1",
+                    "type": "0",
+                    "from": "alice",
+                    "from_res": "",
+                    "to": "bob",
+                    "to_res": "pad",
+                    "gid": "g1",
+                    "gname": "team",
+                },
+            ),
+        )
+        self.assertEqual(
+            methodapi.event(event),
+            {
+                "action": "addGroup",
+                "opt": "addMsg",
+                "from_user_id": "alice",
+                "sender": "alice",
+                "group_id": "g1",
+                "group_name": "team",
+            },
+        )
+
+    def test_group_data_and_a_new_member(self):
+        data = group_data(GROUP, [MEMBER])
+        self.assertEqual(data["members"], [{"uid": "bob", "name": "Bob", "role": 0, "joined_at": NOW}])
+        msgtype, body = longconn.event("bob", "pad", Event(events.GROUP_DATA, data))
+        self.assertEqual(msgtype, T.IM_NOTIFY_GROUP_DATA)
+        self.assertEqual(
+            body,
+            {
+                "gid": "g1",
+                "gname": "team",
+                "creator": "alice",
+                "type": "1",
+                "exit": "0",
+                "time": format_time(NOW),
+                "peers": [{"uid": "bob", "fname": "Bob", "right": "0", "join_time": format_time(NOW)}],
+            },
+        )
+        added = Event(events.GROUP_MEMBER_ADDED, dict(member_data(MEMBER), gid="g1"))
+        self.assertEqual(longconn.event("alice", "pc", added)[1]["fname"], "Bob")
+        # Seed 004 has no push for these.
+        self.assertIsNone(methodapi.event(added))
+
+    def test_a_group_row_has_no_peers(self):
+        self.assertNotIn("peers", longconn.group(group_data(GROUP)))
+
+
+class MessageTests(unittest.TestCase):
+    def message(self, **changes):
+        values = dict(
+            id=1, msgid="m1", sender="alice", sender_res="pc", to_uid="bob", gid=None, group_seq=None,
+            kind="text", body="secret", client_time="2015-01-30 12:23:00", created_at=NOW, recalled_at=None,
+        )
+        values.update(changes)
+        return message_data(Message(**values))
+
+    def test_row_and_live(self):
+        data = self.message()
+        row = longconn.message(data)
+        self.assertEqual((row["time"], row["ctime"], row["stime"], row["body"]), (format_time(NOW), "2015-01-30 12:23:00", NOW, "secret"))
+        self.assertNotIn("to_res", row)
+        live = longconn.message(data, "pad")
+        self.assertEqual((live["time"], live["to_res"]), ("2015-01-30 12:23:00", "pad"))
+
+    def test_recalled_has_no_words_in_either_family(self):
+        for data in (self.message(recalled_at=NOW), self.message(to_uid=None, gid="g1", group_seq=3, recalled_at=NOW)):
+            for body in (longconn.message(data), longconn.event("bob", "pad", Event(events.MESSAGE, data))[1]):
+                self.assertEqual((body["body"], body["recalled"]), ("", "1"))
+            push = methodapi.event(Event(events.MESSAGE, data))
+            self.assertEqual((push["content"], push["recalled"]), ("", True))
+
+
+class ParseTests(unittest.TestCase):
+    def test_friend_groups_round_trip(self):
+        groups = [FriendGroup(gid="1", name="我的好友", weight=0, is_default=True)]
+        self.assertEqual(longconn.parse_friend_groups(longconn.friend_groups(groups)), groups)
+
+    def test_bad_friend_groups(self):
+        for grp in ("[", "{}", "[]", "[1]", '"\\ud800"', 5):
+            self.assertRaises(InvalidField, longconn.parse_friend_groups, grp)
+
+    def test_answer_names(self):
+        self.assertIsNone(longconn.parse_answer_names(""))
+        self.assertEqual(
+            longconn.parse_answer_names('{"req_gid": "1", "resp_name": "Ali", "other": 1}'),
+            {"requester_group": "1", "answerer_remark": "Ali"},
+        )
+        for msg in ("nope", "[1]", 3):
+            self.assertRaises(InvalidField, longconn.parse_answer_names, msg)
