@@ -126,11 +126,20 @@ def _add_json(params: Params, raw: bytes) -> None:
 MAX_FIELDS = 100
 
 
-def _pairs(raw: bytes, what: str) -> list[tuple[bytes, bytes]]:
+def _pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
+    # Decoded here, strictly: given bytes, parse_qsl reads them as ASCII
+    # and so refuses every percent-escaped non-ASCII value (a Chinese file
+    # name) as if it were malformed.
     try:
-        return parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FIELDS)
-    except ValueError:
-        raise InvalidField(f"the {what} has more than {MAX_FIELDS} parameters") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidField(f"the {what} is not UTF-8") from None
+    if text.count("&") >= MAX_FIELDS:
+        raise InvalidField(f"the {what} has more than {MAX_FIELDS} parameters")
+    try:
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidField(f"a parameter of the {what} is not UTF-8") from None
 
 
 def read_params(
