@@ -87,20 +87,20 @@ def key(default: Any, check: Callable[[Any], None] | None = None, doc: str = "")
 
 @dataclass(frozen=True)
 class HttpConfig:
-    endpoint: str = key("tcp:8080:interface=127.0.0.1", _endpoint)
+    endpoint: str = key("tcp:8080:interface=127.0.0.1:backlog=20000", _endpoint)
     max_body: int = key(1_048_576, _positive, "largest JSON body accepted, in bytes")
 
 
 @dataclass(frozen=True)
 class LongConnConfig:
-    endpoint: str = key("tcp:8283:interface=127.0.0.1", _endpoint)
+    endpoint: str = key("tcp:8283:interface=127.0.0.1:backlog=20000", _endpoint)
     max_frame: int = key(65_536, _positive)
     idle_timeout: int = key(180, _positive)
 
 
 @dataclass(frozen=True)
 class SocketConfig:
-    endpoint: str = key("tcp:8282:interface=127.0.0.1", _endpoint)
+    endpoint: str = key("tcp:8282:interface=127.0.0.1:backlog=20000", _endpoint)
     encrypt: bool = key(True)
     aes_key: str = key("2108a4c486350f3a", _aes_key)
     max_frame: int = key(65_535, _positive, "largest frame body, in bytes")
@@ -109,7 +109,7 @@ class SocketConfig:
 
 @dataclass(frozen=True)
 class XmppConfig:
-    endpoint: str = key("tcp:5222:interface=127.0.0.1", _endpoint)
+    endpoint: str = key("tcp:5222:interface=127.0.0.1:backlog=20000", _endpoint)
     domain: str = key("localhost")
 
 

@@ -63,6 +63,24 @@ class DefaultsTests(ConfigTestCase):
         self.patch(os, "environ", {"IMD_HTTP_MAX_BODY": "77"})
         self.assertEqual(Config.load(None).http.max_body, 77)
 
+    def test_default_listeners_queue_20000_connects(self) -> None:
+        # Twisted's backlog of 50 made 16 of 1,000 sequential connects wait a
+        # second for a SYN retry.
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.protocol import Factory
+
+        config = Config()
+        for section in ("http", "longconn", "socket", "xmpp"):
+            endpoint = getattr(config, section).endpoint
+            # The default, on a port of the system's choosing.
+            description = endpoint.replace(endpoint.split(":")[1], "0", 1)
+            ports = []
+            serverFromString(reactor, description).listen(Factory()).addCallback(ports.append)
+            (port,) = ports
+            self.addCleanup(port.stopListening)
+            self.assertEqual(port.backlog, 20000, section)
+
     def test_frozen(self) -> None:
         # Services keep references to sections; nobody may change them under them.
         config = Config()
