@@ -204,14 +204,14 @@ class Server:
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
-            from imd.channels.longconn.files import body_limits
             from imd.channels.shared.accesslog import access_log_line
             from imd.channels.shared.request import ImdRequest
 
             site = Site(self.http_app, requestFactory=ImdRequest, logFormatter=access_log_line)
             site.displayTracebacks = False
-            # No route takes more; a bigger body is refused before it is stored.
-            site.max_request_body = max(self.config.http.max_body, *body_limits(self.config.files))
+            # Each route's limit, so a bigger body is refused before it is stored.
+            root, default = self.http_app, self.config.http.max_body
+            site.body_limit = lambda target: root.body_limit(target, default)
             ListenerService("http", self.config.http.endpoint, site, self.reactor).setServiceParent(top)
         # Presence listens to the hub from the start, before any session.
         self.presence

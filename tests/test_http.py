@@ -222,21 +222,50 @@ class BodyCapTests(ServerTestMixin, SQLiteBackend, unittest.TestCase):
     @inlineCallbacks
     def test_announced_length(self):
         server = self.small_server()
-        limit = server.service.getServiceNamed("http").factory.max_request_body
+        limit = server.service.getServiceNamed("http").factory.body_limit(b"/qid/QID_IM_GET_ROSTER_ALL")
+        self.assertEqual(limit, 1024)
         head = f"POST /qid/QID_IM_GET_ROSTER_ALL HTTP/1.1\r\nHost: x\r\nContent-Length: {limit + 1}\r\n\r\n"
         answer = yield self.raw(server, head.encode() + b"x" * 1000)
         self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:100])
-        self.assertIn(b'"code": "too_large"', answer)
+        self.assertIn(b'"code":"too_large"', answer)
 
     @inlineCallbacks
     def test_chunked_body_past_the_limit(self):
         server = self.small_server()
-        limit = server.service.getServiceNamed("http").factory.max_request_body
+        limit = server.service.getServiceNamed("http").factory.body_limit(b"/file/upload")
         chunk = b"x" * 4096
         chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // 4096 + 2))
         head = b"POST /file/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         answer = yield self.raw(server, head + chunks + b"0\r\n\r\n")
-        self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:100])
+        # In the file server's form: a 500 and the reason in plain text.
+        self.assertTrue(answer.startswith(b"HTTP/1.1 500"), answer[:100])
+        self.assertIn(f"the request body is over the limit of {limit} bytes".encode(), answer)
+
+    @inlineCallbacks
+    def test_each_route_has_its_own_limit_chunked_too(self):
+        # A chunked body to a JSON route is cut at that route's limit, not
+        # at the largest any route takes (a whole-file upload's).
+        server = self.small_server()
+        site = server.service.getServiceNamed("http").factory
+        self.assertEqual(site.body_limit(b"/qid/QID_IM_GET_ROSTER_ALL?x=1"), 1024)
+        self.assertEqual(site.body_limit(b"/"), 1024)
+        self.assertGreater(site.body_limit(b"/upload/mobileFileUpload"), 2048)
+        self.assertGreater(site.body_limit(b"/file/upload"), 1024)
+        self.assertEqual(site.body_limit(b"/file/download"), 1024)
+        self.assertEqual(site.body_limit(b"/%ff"), 1024)
+        chunk = b"x" * 600
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2))
+        for path, status, form in (
+            (b"/qid/QID_IM_GET_ROSTER_ALL", b"413", b'"code":"too_large"'),
+            (b"/auth/login", b"413", b'"code":"too_large"'),
+            # The method API answers in its own form, always with 200.
+            (b"/", b"200", b'"status":"0000","info":"the request body is over the limit of 1024 bytes"'),
+        ):
+            head = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            answer = yield self.raw(server, head + chunks + b"0\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), (path, answer[:100]))
+            self.assertIn(form, answer)
+            self.assertIn(b"Connection: close", answer)
 
     @inlineCallbacks
     def test_under_the_limit_is_served(self):

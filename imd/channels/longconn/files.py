@@ -349,6 +349,15 @@ def make_app(server: "Server") -> Family:
     upload_limit, whole_limit = body_limits(config)
     query_limit = server.config.http.max_body
 
+    def body_limit(path: str) -> int:
+        if path == "/file/upload":
+            return upload_limit
+        if path.endswith("/upload/mobileFileUpload"):
+            return whole_limit
+        return query_limit
+
+    family.body_limit = body_limit
+
     @inlineCallbacks
     def signed(request, limit: int):
         """Parameters of a seed 001 request whose signature and token are good, and its user."""

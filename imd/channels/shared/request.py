@@ -3,10 +3,10 @@
 The HTTP request of every imd route.  It differs from twisted.web's in two
 ways, both about bodies a client could use to hurt everyone else:
 
-- A body larger than the site's C{max_request_body} (the largest any route
-  accepts) is refused with 413 and the connection closed as soon as its
-  size is known (C{Content-Length}) or passed (chunked), so no one can
-  fill the server's memory or disk with one request.
+- A body larger than its route accepts (the site's C{body_limit(target)})
+  is refused with 413 and the connection closed as soon as its size is
+  known (C{Content-Length}) or passed (chunked), so no one can fill the
+  server's memory or disk with one request.
 - Bodies are never parsed into C{request.args}: every route reads its own
   body within its own limit (twisted.web would parse a multipart upload
   into memory, several copies of it, before any route could refuse it).
@@ -14,10 +14,11 @@ ways, both about bodies a client could use to hurt everyone else:
 
 from __future__ import annotations
 
-import json
-
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.http import RESPONSES
+
+from imd.errors import TooLarge
 
 log = Logger()
 
@@ -27,15 +28,23 @@ class ImdRequest(server.Request):
         super().__init__(*args, **kwargs)
         self._parsePOSTFormSubmission = False
         self._body_seen = 0
+        self._body_limit: int | None = None
         self._refused = False
 
+    def _target(self) -> bytes:
+        # The body arrives before the request knows its URI: the channel
+        # has the request line's target.
+        return getattr(self.channel, "_path", b"")
+
     def _limit(self) -> int:
-        return getattr(self.channel.site, "max_request_body", 1 << 20)
+        if self._body_limit is None:
+            self._body_limit = self.channel.site.body_limit(self._target())
+        return self._body_limit
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
             super().gotLength(None)
-            self._refuse()
+            self._refuse(length)
             return
         super().gotLength(length)
 
@@ -44,22 +53,24 @@ class ImdRequest(server.Request):
             return
         self._body_seen += len(data)
         if self._body_seen > self._limit():
-            self._refuse()
+            self._refuse(None)
             return
         super().handleContentChunk(data)
 
-    def _refuse(self) -> None:
+    def _refuse(self, length: int | None) -> None:
         if self._refused:
             return
         self._refused = True
         limit = self._limit()
+        size = "" if length is None else f"of {length} bytes "
+        error = TooLarge(f"the request body {size}is over the limit of {limit} bytes")
         log.info("refused a request body over {limit} bytes", limit=limit)
-        body = json.dumps(
-            {"type": "error", "code": "too_large", "err": f"the request body is over {limit} bytes"}
-        ).encode()
+        # In the form of the API the path belongs to, as its routes would.
+        method = getattr(self.channel, "_command", b"")
+        code, headers, body = self.channel.site.resource.refusal(method, self._target(), error)
+        head = [b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Error"))]
+        head += [name + b": " + value for name, value in headers.items()]
+        head += [b"Connection: close", b"Content-Length: " + str(len(body)).encode()]
         transport = self.channel.transport
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
+        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         transport.loseConnection()

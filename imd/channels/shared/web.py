@@ -57,9 +57,12 @@ class Family:
         render: Renderer,
         prefixes: Iterable[str] = (),
         internal_message: str = "internal server error",
+        body_limit: Callable[[str], int] | None = None,
     ) -> None:
         self.name = name
         self.prefixes = tuple(prefixes)
+        # The largest body each of its paths takes (None: the site's default).
+        self.body_limit = body_limit
         self.app = Klein()
         self.resource = self.app.resource()
         self._errors = metrics.errors
@@ -102,6 +105,28 @@ class Family:
         return self.answer(request, IMError(self._internal_message))
 
 
+class _Unfinished:
+    """
+    What a family's renderer sets on a request, kept for a request that
+    is answered before it arrived whole (and so is no twisted.web request).
+    """
+
+    def __init__(self, method: bytes, path: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.code = 200
+        self.headers: dict[bytes, bytes] = {}
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        self.code = code
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        self.headers[name.encode() if isinstance(name, str) else name] = value.encode() if isinstance(value, str) else value
+
+    def getHeader(self, name: bytes) -> None:
+        return None
+
+
 class Root(Resource):
     """
     The site's root: it hands each request to the family that owns its
@@ -126,6 +151,32 @@ class Root(Resource):
             if path.startswith(family.prefixes):
                 return family
         return self._fallback
+
+    def body_limit(self, target: bytes, default: int) -> int:
+        """
+        The largest body the route of C{target} (a request line's target)
+        takes: a bigger one is refused as it arrives, chunked or not.
+        """
+        try:
+            path = unquote_to_bytes(target.partition(b"?")[0]).decode("utf-8")
+        except UnicodeDecodeError:
+            return default
+        family = self.family_for(path)
+        return default if family.body_limit is None else family.body_limit(path)
+
+    def refusal(self, method: bytes, target: bytes, error: IMError) -> tuple[int, dict[bytes, bytes], bytes]:
+        """
+        The answer to a request refused before its body arrived whole
+        (status, headers, body), in the form of the family its path belongs to.
+        """
+        raw_path = target.partition(b"?")[0]
+        try:
+            family = self.family_for(unquote_to_bytes(raw_path).decode("utf-8"))
+        except UnicodeDecodeError:
+            family = self._fallback
+        unfinished = _Unfinished(method, raw_path)
+        body = family.answer(unfinished, error)
+        return unfinished.code, unfinished.headers, body
 
     def render(self, request: IRequest):
         try:
