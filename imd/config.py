@@ -171,6 +171,18 @@ class MessagesConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    auth_timeout: int = key(10, _positive, "seconds a TCP client has to authenticate before it is closed")
+    unauthenticated_per_address: int = key(
+        100, _positive, "connections one address may hold open on each TCP listener before authenticating"
+    )
+    http_header_timeout: int = key(10, _positive, "seconds an HTTP request may take to send its headers")
+    http_min_body_rate: int = key(
+        1024, _positive, "bytes per second an HTTP body must average, after http_header_timeout seconds"
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     longconn: LongConnConfig = field(default_factory=LongConnConfig)
@@ -183,6 +195,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     messages: MessagesConfig = field(default_factory=MessagesConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @classmethod
     def load(

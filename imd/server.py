@@ -205,10 +205,14 @@ class Server:
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
             from imd.channels.shared.accesslog import access_log_line
-            from imd.channels.shared.request import ImdRequest
+            from imd.channels.shared.request import ImdChannel, ImdRequest
 
-            site = Site(self.http_app, requestFactory=ImdRequest, logFormatter=access_log_line)
+            site = Site(self.http_app, requestFactory=ImdRequest, logFormatter=access_log_line, reactor=self.reactor)
+            site.protocol = ImdChannel
             site.displayTracebacks = False
+            limits = self.config.limits
+            site.header_timeout, site.min_body_rate = limits.http_header_timeout, limits.http_min_body_rate
+            site.count_error = lambda code: self.metrics.errors.labels("http", code).inc()
             # Each route's limit, so a bigger body is refused before it is stored.
             root, default = self.http_app, self.config.http.max_body
             site.body_limit = lambda target: root.body_limit(target, default)

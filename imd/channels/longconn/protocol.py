@@ -93,6 +93,10 @@ class LongConnProtocol(FramedProtocol):
         self.ack(msgtype, msgid, message, code="protocol_error")
         self.close()
 
+    def refuse_connection(self, code: str, message: str) -> None:
+        self.ack(T.IM_AUTH, "", message, code=code)
+        self.close()
+
     def kick(self, reason: str) -> None:
         self.send(T.IM_KICK, {"reason": reason})
         # The hub has already moved on to the session that replaced this one.

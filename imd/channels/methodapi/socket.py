@@ -70,6 +70,10 @@ class SocketProtocol(FramedProtocol):
         self.count_error(error.code)
         self.send({"action": action if isinstance(action, str) else "", "status": "0000", "info": error.message, "code": error.code})
 
+    def refuse_connection(self, code: str, message: str) -> None:
+        self.send({"action": "", "status": "0000", "info": message, "code": code})
+        self.close()
+
     def kick(self, reason: str) -> None:
         self.send({"action": "kick", "info": reason})
         self.session = None

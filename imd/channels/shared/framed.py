@@ -14,6 +14,7 @@ L{FramedProtocol} and L{ChannelSession} and only parses and renders.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -80,6 +81,10 @@ class FramedProtocol(Protocol):
 
     session: ChannelSession | None = None
     session_class: type[ChannelSession] = ChannelSession
+    # Until the client authenticates: when it must have, and the address
+    # it counts against (see ChannelFactory.buildProtocol).
+    _auth_deadline: Any = None
+    unauthenticated_from: str | None = None
     token: LiveToken | None = None
     # Whether a message written to the client counts as received by it (a
     # design without client acknowledgements): then render() records that,
@@ -113,6 +118,27 @@ class FramedProtocol(Protocol):
         except (AttributeError, OSError):
             pass  # not TCP
         self.factory.idle.add(self)
+        timeout = self.server.config.limits.auth_timeout
+        self._auth_deadline = self.server.reactor.callLater(timeout, self._auth_expired, timeout)
+
+    def _auth_expired(self, timeout: int) -> None:
+        self._auth_deadline = None
+        if self.session is None and not self._closing:
+            log.info("{channel}: no authentication within {s} s; closing", channel=self.session_class.channel, s=timeout)
+            self.count_error("auth_timeout")
+            self.refuse_connection("auth_timeout", f"authenticate within {timeout} s of connecting")
+
+    def _authenticated(self) -> None:
+        """Neither the deadline nor the per-address count concern this connection any more."""
+        if self._auth_deadline is not None:
+            if self._auth_deadline.active():
+                self._auth_deadline.cancel()
+            self._auth_deadline = None
+        self.factory.forget(self)
+
+    def refuse_connection(self, code: str, message: str) -> None:
+        """Tell the client why it is being closed, in the channel's form; then close."""
+        self.close()
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -224,6 +250,7 @@ class FramedProtocol(Protocol):
 
     def start_session(self, uid: str, resource: str, token: str, show: str | None = None) -> ChannelSession:
         """The client authenticated as C{uid} with C{token}: it is live from now on."""
+        self._authenticated()
         self.token = LiveToken(self.server.accounts, token, self.server.reactor)
         self.session = self.session_class(self, uid, resource, show)
         self.server.hub.register(self.session)
@@ -315,6 +342,7 @@ class FramedProtocol(Protocol):
         self.close()
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._authenticated()
         self.factory.idle.discard(self)
         self._closing = True
         self._queue.clear()
@@ -349,8 +377,30 @@ class ChannelFactory(Factory):
     def __init__(self, server: "Server", idle_timeout: float) -> None:
         self.server = server
         self.idle = IdleSweeper(server.reactor, idle_timeout)
+        # Connections not yet authenticated, by address.
+        self._unauthenticated: Counter[str] = Counter()
 
-    def buildProtocol(self, addr: Any) -> FramedProtocol:
+    def buildProtocol(self, addr: Any) -> FramedProtocol | None:
+        host = getattr(addr, "host", None)
+        channel = self.protocol_class.session_class.channel
+        if host is not None:
+            cap = self.server.config.limits.unauthenticated_per_address
+            if self._unauthenticated[host] >= cap:
+                # None: Twisted closes the connection at once.
+                log.info("{channel}: {host} holds {cap} connections not yet authenticated; refusing another",
+                         channel=channel, host=host, cap=cap)
+                self.server.metrics.errors.labels(channel, "too_many_connections").inc()
+                return None
+            self._unauthenticated[host] += 1
         protocol = self.protocol_class(self.server)
         protocol.factory = self
+        protocol.unauthenticated_from = host
         return protocol
+
+    def forget(self, protocol: FramedProtocol) -> None:
+        """C{protocol} authenticated or went: it no longer counts against its address."""
+        host, protocol.unauthenticated_from = protocol.unauthenticated_from, None
+        if host is not None:
+            self._unauthenticated[host] -= 1
+            if not self._unauthenticated[host]:
+                del self._unauthenticated[host]

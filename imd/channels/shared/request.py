@@ -14,9 +14,11 @@ ways, both about bodies a client could use to hurt everyone else:
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, HTTPChannel
 
 from imd.errors import TooLarge
 
@@ -52,6 +54,7 @@ class ImdRequest(server.Request):
         if self._refused:
             return
         self._body_seen += len(data)
+        self.channel.body_received(len(data))
         if self._body_seen > self._limit():
             self._refuse(None)
             return
@@ -74,3 +77,58 @@ class ImdRequest(server.Request):
         transport = self.channel.transport
         transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         transport.loseConnection()
+
+
+class ImdChannel(HTTPChannel):
+    """
+    An HTTP connection that must send each request in time: its headers
+    within the site's C{header_timeout} seconds of its first byte, and its
+    body at an average of C{min_body_rate} bytes a second after a grace of
+    C{header_timeout} seconds.  twisted.web's own timeout is for idleness,
+    which a client sending a byte every few seconds never reaches.
+    """
+
+    _read_deadline: Any = None
+    _body_started = 0.0
+    _body_bytes = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._read_deadline is None and not self._handlingRequest:
+            self._read_deadline = self.callLater(self.site.header_timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        super().allHeadersReceived()
+        self._body_started = self.site.reactor.seconds()
+        self._body_bytes = 0
+        self.body_received(0)
+
+    def body_received(self, n: int) -> None:
+        """C{n} more bytes of the body arrived: the deadline moves with them."""
+        if self._read_deadline is None:
+            return
+        self._body_bytes += n
+        site = self.site
+        due = self._body_started + site.header_timeout + self._body_bytes / site.min_body_rate
+        self._read_deadline.reset(max(0.0, due - site.reactor.seconds()))
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _stop_deadline(self) -> None:
+        if self._read_deadline is not None:
+            if self._read_deadline.active():
+                self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _too_slow(self) -> None:
+        self._read_deadline = None
+        log.info("HTTP request not received in time; closing")
+        self.site.count_error("request_timeout")
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.transport.loseConnection()
