@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -231,15 +231,35 @@ class Server:
         purge.setServiceParent(top)
         return top
 
+    def claim_once(self, key: str, ttl: int):
+        """
+        Deferred True if C{key} is claimed for the first time within C{ttl}
+        s: across the cluster through Redis when there is one, else in the
+        database, so that a claim outlives a restart.
+        """
+        if self.config.redis.url:
+            return self.hub.claim_once(key, ttl)
+        now = int(self.reactor.seconds() * 1000)
+        return self.store.claims.claim(key, now, now + ttl * 1000)
+
     def address(self, listener: str) -> tuple[str, int]:
         """(host, port) a started listener is bound to: tests listen on port 0."""
         return self.service.getServiceNamed(listener).address
 
-    @inlineCallbacks
     def _purge_tokens(self):
+        now = int(self.reactor.seconds() * 1000)
+        # Side by side, not one after the other: a shutdown waits for this
+        # while it stops the store, whose stopped pool would never run a
+        # second step.
+        return gatherResults(
+            [self._purge("tokens", self.store.tokens.purge_expired, now), self._purge("claims", self.store.claims.purge_expired, now)]
+        )
+
+    @inlineCallbacks
+    def _purge(self, what: str, purge, now: int):
         try:
-            n = yield self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))
+            n = yield purge(now)
             if n:
-                log.info("purged {n} expired tokens", n=n)
+                log.info("purged {n} expired {what}", n=n, what=what)
         except Exception:
-            log.failure("purging expired tokens")
+            log.failure("purging expired {what}", what=what)

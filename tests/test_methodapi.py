@@ -14,7 +14,7 @@ from imd.channels.methodapi.crypto import encrypt
 from imd.errors import BadSignature, InvalidField, ReplayedRequest, StaleRequest
 from imd.channels.shared.signing import sign
 from imd.store import schema
-from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
+from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend, make_config, start_server
 
 KEY = b"2108a4c486350f3a"
 
@@ -182,6 +182,23 @@ class MethodApiTestsMixin(LongConnTestMixin):
         _, reply, _ = yield self.http(server, "POST", "/", raw=json.dumps(env).encode())
         self.assertEqual((reply["status"], reply["code"]), ("0000", "replayed_request"))
         self.assertEqual(self.count(server, schema.users), 1)
+
+    @inlineCallbacks
+    def test_replay_after_a_restart_is_refused(self):
+        # Without Redis the signatures seen live in the database: a restart
+        # within the window does not forget them.
+        url = self.database_url()
+        first = start_server(self, make_config(url, sms={"required": False}))
+        env = self.envelope("com.user.register", {"telephone": "13244556677", "password": "123456"})
+        _, reply, _ = yield self.http(first, "POST", "/", raw=json.dumps(env).encode())
+        self.assertEqual(reply["status"], "1111", reply)
+        yield first.service.stopService()
+        second = start_server(self, make_config(url, sms={"required": False}))
+        _, reply, _ = yield self.http(second, "POST", "/", raw=json.dumps(env).encode())
+        self.assertEqual((reply["status"], reply["code"]), ("0000", "replayed_request"))
+        env = self.envelope("com.user.login", {"telephone": "13244556677", "password": "123456"})
+        _, reply, _ = yield self.http(second, "POST", "/", raw=json.dumps(env).encode())
+        self.assertEqual(reply["status"], "1111", reply)
 
     @inlineCallbacks
     def test_garbage_bodies(self):

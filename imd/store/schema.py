@@ -299,3 +299,13 @@ outbox = Table(
     Column("last_error", Text),
     Index("ix_outbox_delivered_at_next_attempt_at", "delivered_at", "next_attempt_at"),
 )
+
+# Keys claimed once for a while: a signed request's signature, so that it
+# cannot be replayed within its window, even after a restart.
+claims = Table(
+    "claims",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_claims_expires_at", "expires_at"),
+)

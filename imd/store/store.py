@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imd.store import migrate
+from imd.store.claims import ClaimStore
 from imd.store.database import Database, Observer
 from imd.store.directory import DirectoryStore
 from imd.store.files import FileStore
@@ -35,6 +36,7 @@ class Store:
         self.profiles = ProfileStore(self.db)
         self.directory = DirectoryStore(self.db)
         self.files = FileStore(self.db)
+        self.claims = ClaimStore(self.db)
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision. Blocking."""

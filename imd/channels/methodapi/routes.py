@@ -155,7 +155,7 @@ class MethodApi:
         self.server = server
         self.key = server.config.socket.aes_key.encode("utf-8")
         self.max_body = server.config.http.max_body
-        self.guard = SignatureGuard(server.config.auth.sign_window, server.reactor, server.hub.claim_once)
+        self.guard = SignatureGuard(server.config.auth.sign_window, server.reactor, server.claim_once)
 
     @inlineCallbacks
     def handle(self, request):

@@ -26,9 +26,9 @@ MAX_REMEMBERED = 1_000_000
 class SignatureGuard:
     """
     C{claim(key, ttl)}, when given, is asked once per good request and
-    fires True only the first time a key is claimed anywhere: the hub's
-    C{claim_once}, so that a request replayed to another instance of a
-    cluster is refused too.
+    fires True only the first time a key is claimed anywhere: the server's
+    C{claim_once} (Redis, or the database), so that a request replayed to
+    another instance of a cluster, or after a restart, is refused too.
     """
 
     def __init__(self, window: int, clock: Any, claim: Callable[[str, int], Deferred] | None = None) -> None:
