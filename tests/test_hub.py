@@ -18,6 +18,7 @@ from zope.interface.verify import verifyObject
 
 from imd.hub.interfaces import RESYNC, Event, IHub, ISession
 from imd.hub.local import LocalHub
+from imd.hub import redis as redis_hub
 from imd.hub.redis import RedisHub
 from imd.metrics import Metrics
 from tests.support import REDIS_URL
@@ -340,6 +341,20 @@ class FakeSubscriber:
         return succeed(None)
 
 
+class FakePublisher:
+    """Records what the bridge publishes; answers every other command."""
+
+    def __init__(self):
+        self.published = []
+
+    def publish(self, channel, payload):
+        self.published.append((channel, json.loads(payload)))
+        return succeed(1)
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: succeed(None)
+
+
 class RedisHubDelegationTests(unittest.TestCase):
     """
     The bridge, never started (so Redis is never reached), over a local hub
@@ -356,6 +371,39 @@ class RedisHubDelegationTests(unittest.TestCase):
     def test_interfaces(self):
         self.assertTrue(verifyObject(IHub, self.hub))
         self.assertFalse(self.hub.healthy)
+
+    def test_events_wait_for_the_publisher(self):
+        # Published while the publisher reconnects: held and sent, in
+        # order, once it is back; a kick is not (late, it could hit a
+        # newer session).
+        self.hub.instance = "a"
+        for n in range(3):
+            self.hub.deliver(["bob", "carol"], Event("message", {"n": n}))
+        self.hub.register(FakeSession("alice", "phone"))
+        self.hub._redis = publisher = FakePublisher()
+        self.hub._publisher_up()
+        self.assertEqual(
+            [(channel, m["d"]["n"]) for channel, m in publisher.published],
+            [("p:u:bob", 0), ("p:u:carol", 0), ("p:u:bob", 1), ("p:u:carol", 1), ("p:u:bob", 2), ("p:u:carol", 2)],
+        )
+        self.assertEqual({m["op"] for _, m in publisher.published}, {"event"})
+
+    def test_past_what_is_held_users_resync(self):
+        self.patch(redis_hub, "MAX_HELD", 2)
+        self.hub.instance = "a"
+        for uid in ("bob", "carol", "dave", "dave", "erin"):
+            self.hub.deliver([uid], Event("message", {"to": uid}))
+        self.hub._redis = publisher = FakePublisher()
+        self.hub._publisher_up()
+        sent = [(channel, m["op"]) for channel, m in publisher.published]
+        self.assertEqual(sent[:2], [("p:u:bob", "event"), ("p:u:carol", "event")])
+        self.assertEqual(sorted(sent[2:]), [("p:u:dave", "resync"), ("p:u:erin", "resync")])
+
+    def test_a_resync_from_another_instance(self):
+        bob = FakeSession("bob")
+        self.hub.register(bob)
+        self.hub._received(b"p:u:bob", json.dumps({"op": "resync", "o": "b"}))
+        self.assertEqual([e.kind for e in bob.events], [RESYNC])
 
     def test_sessions_are_the_local_hubs(self):
         phone = FakeSession("alice", "phone")

@@ -47,6 +47,30 @@ class MissedTests(SocketClientMixin, SQLiteBackend, unittest.TestCase):
         self.assertEqual((got["m2"]["body"], got["g2"]["body"]), ("kept", "group kept"))
 
     @inlineCallbacks
+    def test_longconn_resync_pages_through_everything(self):
+        # More than a page of each kind: every one comes, once, in order.
+        server = self.start_server()
+        yield server.accounts.register("alice", "secret1")
+        yield server.accounts.register("bob", "secret1")
+        group = yield server.groups.create("alice", "team")
+        yield server.groups.invite("alice", group.gid, "bob", "i1")
+        yield server.groups.answer("bob", group.gid, True)
+        for i in range(1203):
+            yield server.messages.send("alice", f"m{i}", str(i), to="bob")
+        for i in range(505):
+            yield server.messages.send("alice", f"g{i}", str(i), gid=group.gid)
+        bob = yield self.user(server, "bob", register=False)
+        server.hub.deliver(["bob"], Event(RESYNC, {}))
+        got = []
+        for _ in range(1203 + 505):
+            _, body = yield bob.expect(T.IM_MESSAGE)
+            got.append(body["msgid"])
+        self.assertEqual([m for m in got if m.startswith("m")], [f"m{i}" for i in range(1203)])
+        self.assertEqual([m for m in got if m.startswith("g")], [f"g{i}" for i in range(505)])
+        yield bob.ping()
+        self.assertEqual(bob.take(T.IM_MESSAGE), [])
+
+    @inlineCallbacks
     def test_longconn_login_pushes_requests_and_invites_only(self):
         # Offline messages are fetched by QID on the long connection.
         server = self.start_server()

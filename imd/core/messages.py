@@ -7,6 +7,7 @@ and delivered live to every session of its recipients after that.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import fail, inlineCallbacks, returnValue
@@ -31,6 +32,15 @@ def _same_message(message: Message, created: bool, body: str, to: str | None = N
     """A resent msgid must be the same message, or the client has a bug worth telling."""
     if not created and (message.body != body or message.to_uid != to or message.gid != gid):
         raise Conflict(f"msgid {message.msgid} was already used for another message")
+
+
+@dataclass
+class Cursor:
+    """Where the next page of what a session missed starts (see L{MessageService.pending})."""
+
+    direct_seq: int = 0
+    group: tuple[str, int] | None = None
+    done: bool = False
 
 
 class MessageService:
@@ -151,20 +161,28 @@ class MessageService:
         return self._messages.offline(uid, limit)
 
     @inlineCallbacks
-    def pending(self, uid: str, messages: bool = True, others: bool = True, limit: int = 500):
+    def pending(self, uid: str, messages: bool = True, others: bool = True, limit: int = 500, cursor: "Cursor | None" = None):
         """
         What C{uid} has not received, as the events that would have
         brought it, for a session that logs in or missed live events: with
-        C{messages}, the oldest C{limit} unacknowledged 1:1 messages and
-        group messages past its cursors; with C{others}, the friend
+        C{messages}, a page of its unacknowledged 1:1 messages and of group
+        messages past its cursors (C{limit} of each, oldest first, from
+        C{cursor}, which is moved past them); with C{others}, the friend
         requests and group invites it has not received.
         """
         found: list[Event] = []
         if messages:
-            for message in (yield self._messages.offline(uid, limit)):
-                found.append(Event(events.MESSAGE, message_data(message)))
-            for message in (yield self._messages.group_offline(uid, None, limit)):
-                found.append(Event(events.MESSAGE, message_data(message)))
+            if cursor is None:
+                cursor = Cursor()
+            direct = yield self._messages.offline_page(uid, cursor.direct_seq, limit)
+            group = yield self._messages.group_offline(uid, None, limit, cursor.group)
+            if direct:
+                cursor.direct_seq = direct[-1][0]
+            if group:
+                cursor.group = (group[-1].gid, group[-1].group_seq)
+            cursor.done = len(direct) < limit and len(group) < limit
+            found += [Event(events.MESSAGE, message_data(message)) for _, message in direct]
+            found += [Event(events.MESSAGE, message_data(message)) for message in group]
         if others:
             for request in (yield self._roster.pending_requests(uid, True)):
                 found.append(Event(events.ROSTER_REQUEST, request_data(request)))

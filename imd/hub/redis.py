@@ -41,6 +41,9 @@ from imd.hub.local import LocalHub, tell_observers
 log = Logger()
 # Channels per SUBSCRIBE command when restoring subscriptions.
 SUBSCRIBE_BATCH = 500
+# Publications held while the publisher reconnects, to be sent in order
+# when it is back; past this, a user who missed one is told to resync.
+MAX_HELD = 10_000
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -109,6 +112,8 @@ class RedisHub:
         self._subscriber: _Subscriber | None = None
         self._redis: Any = None
         self._publisher_ready = False
+        self._held: list[tuple[str, dict]] = []
+        self._overflowed: set[str] = set()
         self._had_subscriber = False
         self._loops: list[LoopingCall] = []
         self._factories: list[Any] = []
@@ -196,6 +201,16 @@ class RedisHub:
         self._publisher_ready = True
         log.info("hub: Redis publisher connected")
         self._beat()
+        held, self._held = self._held, []
+        overflowed, self._overflowed = self._overflowed, set()
+        if held or overflowed:
+            log.info("hub: publishing {n} events held while Redis was away; {m} users to resync",
+                     n=len(held), m=len(overflowed))
+        for uid, message in held:
+            self._publish(uid, message)
+        for uid in overflowed:
+            # What they missed is in the store; their sessions fetch it.
+            self._publish(uid, {"op": "resync"})
         # Sessions registered while Redis was away are written now.
         for uid in self._local.uids():
             for session in self._local.sessions(uid):
@@ -384,6 +399,16 @@ class RedisHub:
 
     def _publish(self, uid: str, message: dict) -> None:
         if not self._publisher_ready:
+            # An event is held, not dropped: the other instances would
+            # never know they missed it (their subscribers may never have
+            # gone away).  A kick is not: sent late, it could hit a session
+            # that logged in after it.
+            if message.get("op") != "event":
+                pass
+            elif len(self._held) < MAX_HELD:
+                self._held.append((uid, message))
+            else:
+                self._overflowed.add(uid)
             if self._metrics is not None:
                 self._metrics.redis_skipped.inc()
             return
@@ -410,6 +435,8 @@ class RedisHub:
         op = message.get("op")
         if op == "event":
             self._local.deliver([uid], Event(message.get("k", ""), message.get("d") or {}), resource=message.get("res"))
+        elif op == "resync":
+            self._local.deliver([uid], Event(RESYNC, {}))
         elif op == "kick":
             for session in self._local.sessions(uid):
                 if session.resource == message.get("res"):

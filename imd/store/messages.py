@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -180,16 +180,26 @@ class MessageStore:
 
     def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
         """C{uid}'s unacknowledged 1:1 messages, oldest first."""
+        d = self.offline_page(uid, 0, limit)
+        return d.addCallback(lambda page: [message for _, message in page])
 
-        def thd(conn: Connection) -> list[Message]:
+    def offline_page(self, uid: str, after_seq: int, limit: int = 500) -> "Deferred[list[tuple[int, Message]]]":
+        """
+        C{uid}'s unacknowledged 1:1 messages past its inbox's C{after_seq},
+        oldest first, each with its inbox sequence: the next page starts
+        after the last one, whether or not this page is acknowledged.
+        """
+        i = s.inbox.c
+
+        def thd(conn: Connection) -> list[tuple[int, Message]]:
             rows = conn.execute(
-                select(*_COLUMNS)
-                .join(s.inbox, s.inbox.c.message_id == m.id)
-                .where(s.inbox.c.uid == uid, s.inbox.c.received.is_(False))
-                .order_by(s.inbox.c.seq)
+                select(i.seq, *_COLUMNS)
+                .join(s.inbox, i.message_id == m.id)
+                .where(i.uid == uid, i.received.is_(False), i.seq > after_seq)
+                .order_by(i.seq)
                 .limit(limit)
             )
-            return [_message(row) for row in rows]
+            return [(row.seq, _message(row)) for row in rows]
 
         return self._db.run("messages.offline", thd)
 
@@ -230,11 +240,12 @@ class MessageStore:
         return self._db.run("messages.history", thd)
 
     def group_offline(
-        self, uid: str, gid: str | None = None, limit: int = 500
+        self, uid: str, gid: str | None = None, limit: int = 500, after: tuple[str, int] | None = None
     ) -> "Deferred[list[Message]]":
         """
         Others' group messages past C{uid}'s cursor, in each of its groups
-        (or in C{gid}), oldest first per group.
+        (or in C{gid}), oldest first per group; with C{after}, a (gid,
+        seq), only those past it in that order (the next page).
         """
 
         def thd(conn: Connection) -> list[Message]:
@@ -248,6 +259,8 @@ class MessageStore:
             )
             if gid is not None:
                 query = query.where(m.gid == gid)
+            if after is not None:
+                query = query.where(tuple_(m.gid, m.group_seq) > tuple_(*after))
             return [_message(row) for row in conn.execute(query)]
 
         return self._db.run("messages.group_offline", thd)

@@ -37,8 +37,6 @@ class SocketSession(ChannelSession):
 
 class SocketProtocol(FramedProtocol):
     session_class = SocketSession
-    # Seed 004 has no acknowledgement from the client.
-    received_on_write = True
 
     def __init__(self, server: "Server") -> None:
         super().__init__(server)

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from imd.channels.shared.idle import IdleSweeper
 from imd.core import events
 from imd.core.accounts import LiveToken
+from imd.core.messages import Cursor
 from imd.hub.interfaces import RESYNC, Event, ISession
 
 if TYPE_CHECKING:
@@ -38,9 +39,8 @@ MAX_QUEUED = 64
 # Pipelined frames one connection may have in flight: enough to share
 # commits, few enough that one client cannot fill the store's queue.
 MAX_INFLIGHT = 16
-# What a session missed is fetched in pages of this many messages; a
-# channel that counts a written message as received (see
-# FramedProtocol.received_on_write) fetches pages until a short one.
+# What a session missed is fetched in pages of this many messages of each
+# kind (1:1, group), page after page until a short one.
 MISSED_PAGE = 500
 MAX_MISSED_PAGES = 100
 
@@ -66,8 +66,9 @@ class FramedProtocol(Protocol):
     """
     A subclass implements C{frames(data)} (split bytes into frames, raise
     to close), C{handle(frame)} (a Deferred while it waits on a service,
-    else None), C{render(event)} (write a hub event; a Deferred when the
-    written event is still being recorded, see L{received_on_write}) and
+    else None), C{render(event)} (write a hub event; a Deferred while a
+    design without client acknowledgements records the written message
+    as received, which L{push_missed} waits for) and
     C{kick(reason)}, and calls L{start_session} once the client
     authenticated.
 
@@ -86,10 +87,6 @@ class FramedProtocol(Protocol):
     _auth_deadline: Any = None
     unauthenticated_from: str | None = None
     token: LiveToken | None = None
-    # Whether a message written to the client counts as received by it (a
-    # design without client acknowledgements): then render() records that,
-    # and what the session missed is written page after page.
-    received_on_write = False
 
     def __init__(self, server: "Server") -> None:
         self.server = server
@@ -300,32 +297,25 @@ class FramedProtocol(Protocol):
         """
         uid = self.session.uid
         seen: set[tuple[str, str]] = set()
+        cursor = Cursor()
         self._held = []
         try:
             others = True
             for _ in range(MAX_MISSED_PAGES):
-                page = yield self.server.messages.pending(uid, messages, others, MISSED_PAGE)
+                page = yield self.server.messages.pending(uid, messages, others, MISSED_PAGE, cursor)
                 others = False
-                fresh, direct, group = 0, 0, 0
                 for event in page:
                     if event.kind == events.MESSAGE:
-                        if "gid" in event.data:
-                            group += 1
-                        else:
-                            direct += 1
                         key = (event.data["from"], event.data["msgid"])
                         if key in seen:
                             continue
                         seen.add(key)
-                        fresh += 1
                     if self.session is None:
                         return
                     d = self.render(event)
                     if d is not None:
                         yield d
-                full = direct >= MISSED_PAGE or group >= MISSED_PAGE
-                # The next page starts after what was marked received.
-                if not (self.received_on_write and fresh and full):
+                if not messages or cursor.done:
                     break
         finally:
             held, self._held = self._held, None
