@@ -180,6 +180,9 @@ class LimitsConfig:
     http_min_body_rate: int = key(
         1024, _positive, "bytes per second an HTTP body must average, after http_header_timeout seconds"
     )
+    login_failures: int = key(5, _positive, "failed logins to one account from one address before it backs off")
+    login_address_failures: int = key(50, _positive, "failed logins from one address, any account, before it backs off")
+    login_window: int = key(900, _positive, "seconds over which failed logins are counted")
 
 
 @dataclass(frozen=True)

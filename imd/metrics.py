@@ -34,6 +34,10 @@ class Metrics:
         self.errors = Counter(
             "imd_errors", "Errors answered to clients", ["channel", "code"], registry=self.registry
         )
+        self.logins_refused = Counter(
+            "imd_logins_refused", "Logins refused before their credentials were checked, after too many failures",
+            ["path"], registry=self.registry,
+        )
         self.store_seconds = Histogram(
             "imd_store_seconds",
             "Store transaction latency",

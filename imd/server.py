@@ -134,9 +134,11 @@ class Server:
     @cached_property
     def accounts(self):
         from imd.core.accounts import AccountService
+        from imd.core.logins import LoginGuard
 
+        guard = LoginGuard(self.hub.counters, self.config.limits, self.metrics)
         return AccountService(
-            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor
+            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor, guard=guard
         )
 
     @cached_property

@@ -535,6 +535,23 @@ class RedisHubTests(unittest.TestCase):
         return d.addCallback(lambda reply: int(reply[1]) > 0)
 
     @inlineCallbacks
+    def test_counters_shared_by_instances(self):
+        a, b = yield self.bridges()
+        self.assertEqual((yield a.counters.incr("k", 60)), 1)
+        self.assertEqual((yield b.counters.incr("k", 60)), 2)
+        self.assertEqual((yield a.counters.count("k")), 2)
+        yield b.counters.lock("lock:k", 5)
+        wait = yield a.counters.locked(["lock:none", "lock:k"])
+        self.assertTrue(4 <= wait <= 5, wait)
+        yield a.counters.forget(["k", "lock:k"])
+        self.assertEqual((yield b.counters.count("k")), 0)
+        self.assertEqual((yield b.counters.locked(["lock:k"])), 0)
+        # Redis away: this instance counts on in memory.
+        yield a.stop()
+        self.assertEqual((yield a.counters.incr("k", 60)), 1)
+        self.assertEqual((yield a.counters.incr("k", 60)), 2)
+
+    @inlineCallbacks
     def test_linked(self):
         a, b = yield self.bridges()
         self.assertTrue(verifyObject(IHub, a))

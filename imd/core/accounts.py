@@ -27,6 +27,7 @@ from imd.errors import (
     InvalidToken,
     NotFound,
     RateLimited,
+    Unauthenticated,
 )
 
 log = Logger()
@@ -117,10 +118,12 @@ class AccountService:
         gateway: Any,
         reactor: Any,
         clock: Any = None,
+        guard: Any = None,
     ) -> None:
         """
         C{reactor} runs password hashing on its thread pool; C{clock}
         (default: the reactor) tells the time, so tests can move it.
+        C{guard} (a L{imd.core.logins.LoginGuard}) slows down failed logins.
         """
         self._users = store.users
         self._tokens = store.tokens
@@ -130,6 +133,7 @@ class AccountService:
         self._gateway = gateway
         self._clock = reactor if clock is None else clock
         self.hasher = PasswordHasher(reactor, auth.hash_time_cost, auth.hash_memory_kib)
+        self._guard = guard
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -169,8 +173,29 @@ class AccountService:
         returnValue(user)
 
     @inlineCallbacks
-    def login(self, uid: Any, password: Any):
+    def guarded(self, account: str, address: str | None, attempt: Any, path: str):
+        """
+        Run C{attempt()} (a login) unless C{address} must wait after failing
+        on C{account}; a failure of its credentials counts against both.
+        """
+        if self._guard is None:
+            return (yield attempt())
+        yield self._guard.check(account, address, path)
+        try:
+            result = yield attempt()
+        except Unauthenticated:
+            yield self._guard.failed(account, address)
+            raise
+        yield self._guard.succeeded(account, address)
+        return result
+
+    def login(self, uid: Any, password: Any, address: str | None = None):
         """Log in by user id and password; a new token."""
+        account = uid if isinstance(uid, str) else ""
+        return self.guarded(account, address, lambda: self._login(uid, password), "password")
+
+    @inlineCallbacks
+    def _login(self, uid: Any, password: Any):
         if not isinstance(uid, str) or not isinstance(password, str):
             raise BadCredentials()
         user = yield self._users.get(uid) if UID_RE.match(uid) else None
@@ -184,13 +209,17 @@ class AccountService:
         session = yield self.issue_token(uid)
         returnValue(session)
 
-    @inlineCallbacks
-    def login_by_telephone(self, telephone: Any, password: Any = None, sms_code: Any = None):
+    def login_by_telephone(self, telephone: Any, password: Any = None, sms_code: Any = None, address: str | None = None):
         """
         Log in by telephone.  With C{[sms] required} the code must match;
         a password, when given, must match too.  Without a password the
         code alone logs in (and then is always required).
         """
+        account = f"tel:{telephone}" if isinstance(telephone, str) else "tel:"
+        return self.guarded(account, address, lambda: self._login_by_telephone(telephone, password, sms_code), "telephone")
+
+    @inlineCallbacks
+    def _login_by_telephone(self, telephone: Any, password: Any, sms_code: Any):
         if not isinstance(telephone, str) or not TELEPHONE_RE.match(telephone):
             raise BadCredentials("wrong telephone, password or SMS code")
         sms_code = _given(sms_code)
@@ -215,6 +244,13 @@ class AccountService:
         ttl_ms = self._auth.token_ttl * 1000
         yield self._tokens.add(token_hash(token), uid, now, now + ttl_ms)
         returnValue(Session(uid=uid, token=token, expires_in=self._auth.token_ttl))
+
+    def login_by_token(self, token: Any, address: str | None):
+        """
+        L{authenticate}, as a connection's login: a wrong token counts as a
+        failed login of C{address} (tokens have no account to count against).
+        """
+        return self.guarded("token", address, lambda: self.authenticate(token), "token")
 
     @inlineCallbacks
     def authenticate(self, token: Any):

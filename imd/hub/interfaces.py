@@ -62,6 +62,10 @@ class IHub(Interface):
     def stop() -> Any:
         """Stop serving; None or a Deferred that fires once this instance has said goodbye."""
 
+    counters = Attribute(
+        "Counters and locks that expire (imd.hub.counters): this process's, or every instance's through Redis."
+    )
+
     def register(session: ISession) -> None:
         """Add C{session}; an older session with the same uid and resource is kicked."""
 

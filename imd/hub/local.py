@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from imd.hub.counters import MemoryCounters
 from imd.hub.interfaces import Event, IHub, ISession
 
 log = Logger()
@@ -29,7 +30,10 @@ class LocalHub:
     # Nothing to link to: one process always reaches all of its sessions.
     healthy = True
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.counters = MemoryCounters(clock)
         # uid -> resource -> session
         self._sessions: dict[str, dict[str, ISession]] = {}
         self._by_channel: Counter[str] = Counter()

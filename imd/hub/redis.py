@@ -35,6 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from imd.hub.counters import RedisCounters
 from imd.hub.interfaces import RESYNC, Event, IHub, ISession
 from imd.hub.local import LocalHub, tell_observers
 
@@ -98,7 +99,8 @@ class RedisHub:
         metrics: Any = None,
         local: LocalHub | None = None,
     ) -> None:
-        self._local = local if local is not None else LocalHub()
+        self._local = local if local is not None else LocalHub(reactor)
+        self.counters = RedisCounters(self, reactor)
         # The local hub's word on a user's last session is checked against
         # the other instances before it reaches these observers.
         self._local.presence_observers.append(self._local_presence)
@@ -190,6 +192,10 @@ class RedisHub:
             except Exception:
                 pass
         yield self._local.stop()
+
+    def redis_commands(self) -> Any:
+        """The connection for commands, while it is up; else None."""
+        return self._redis if self._publisher_ready else None
 
     @property
     def healthy(self) -> bool:

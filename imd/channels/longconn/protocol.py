@@ -174,13 +174,14 @@ class LongConnProtocol(FramedProtocol):
         try:
             uid = fields.uid("uid", body.get("uid"))
             resource = fields.text("res", body.get("res"), 64, required=False, default="default")
+            address = self.peer_address()
             if body.get("token"):
-                owner = yield accounts.authenticate(body["token"])
+                owner = yield accounts.login_by_token(body["token"], address)
                 if owner != uid:
                     raise InvalidToken("the token belongs to another user")
                 token, expires_in = body["token"], self.server.config.auth.token_ttl
             else:
-                login = yield accounts.login(uid, body.get("password"))
+                login = yield accounts.login(uid, body.get("password"), address)
                 token, expires_in = login.token, login.expires_in
         except IMError as e:
             self.count_error(e.code)

@@ -23,7 +23,7 @@ from imd.channels.methodapi import serialize
 from imd.channels.shared.jsonobj import parse_object, parse_value
 from imd.channels.methodapi.crypto import CryptoError, decrypt
 from imd.errors import BadRequest, Forbidden, IMError, InvalidField
-from imd.channels.shared.httpjson import read_body, write_json
+from imd.channels.shared.httpjson import client_address, read_body, write_json
 from imd.channels.shared.web import Family
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def parse_envelope(raw: bytes, query: dict, key: bytes) -> dict[str, Any]:
 
 
 # name -> (needs a token, handler(server, uid, data) -> Deferred of reply data)
-METHODS: dict[str, tuple[bool, Callable[["Server", str | None, dict], Any]]] = {}
+METHODS: dict[str, tuple[bool, Callable[["Server", str | None, dict, str | None], Any]]] = {}
 
 
 def method(name: str, authenticated: bool = True):
@@ -74,7 +74,7 @@ def method(name: str, authenticated: bool = True):
 
 
 @method("com.user.register", authenticated=False)
-def register(server, uid, data):
+def register(server, uid, data, address):
     user = yield server.accounts.register_by_telephone(
         data.get("telephone"), data.get("password"), data.get("sms_code")
     )
@@ -82,21 +82,21 @@ def register(server, uid, data):
 
 
 @method("com.user.login", authenticated=False)
-def login(server, uid, data):
+def login(server, uid, data, address):
     session = yield server.accounts.login_by_telephone(
-        data.get("telephone"), data.get("password"), data.get("sms_code")
+        data.get("telephone"), data.get("password"), data.get("sms_code"), address
     )
     return {"user_id": session.uid, "token": session.token, "expires_in": session.expires_in}
 
 
 @method("com.user.smsCode", authenticated=False)
-def sms_code(server, uid, data):
+def sms_code(server, uid, data, address):
     yield server.accounts.request_sms_code(data.get("telephone"))
     return SUCCESS
 
 
 @method("com.user.addfriend")
-def add_friend(server, uid, data):
+def add_friend(server, uid, data, address):
     roster = server.roster
     opt = data.get("opt")
     if opt == "addMsg":
@@ -111,13 +111,13 @@ def add_friend(server, uid, data):
 
 
 @method("com.user.createGroup")
-def create_group(server, uid, data):
+def create_group(server, uid, data, address):
     group = yield server.groups.create(uid, data.get("name") or data.get("group_name") or "群聊")
     return {"group_id": group.gid}
 
 
 @method("com.user.addGroup")
-def add_group(server, uid, data):
+def add_group(server, uid, data, address):
     groups = server.groups
     opt = data.get("opt")
     if opt == "addMsg":
@@ -136,13 +136,13 @@ def add_group(server, uid, data):
 
 
 @method("com.user.getFriends")
-def get_friends(server, uid, data):
+def get_friends(server, uid, data, address):
     friends = yield server.roster.friends(uid)
     return serialize.friends(friends)
 
 
 @method("com.user.getGroups")
-def get_groups(server, uid, data):
+def get_groups(server, uid, data, address):
     result = {}
     for group in (yield server.groups.groups_of(uid)):
         members = yield server.groups.members(uid, group.gid)
@@ -174,7 +174,7 @@ class MethodApi:
             claimed = data.get("user_id")
             if claimed not in (None, "") and str(claimed) != uid:
                 raise Forbidden("user_id is not the token's user")
-        result = yield handler(self.server, uid, data)
+        result = yield handler(self.server, uid, data, client_address(request))
         return result
 
 

@@ -118,7 +118,7 @@ class SocketProtocol(FramedProtocol):
         if bindto == "user":
             if self.session is not None:
                 raise InvalidField(f"already bound to {self.session.uid}")
-            uid = yield self.server.accounts.authenticate(request.get("token"))
+            uid = yield self.server.accounts.login_by_token(request.get("token"), self.peer_address())
             claimed = request.get("user_id")
             if claimed not in (None, "") and str(claimed) != uid:
                 raise Forbidden("user_id is not the token's user")

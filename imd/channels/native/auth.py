@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import inlineCallbacks
 
 from imd.errors import BadRequest
-from imd.channels.shared.httpjson import bearer_token, read_json, write_json
+from imd.channels.shared.httpjson import bearer_token, client_address, read_json, write_json
 
 if TYPE_CHECKING:
     from imd.server import Server
@@ -26,10 +26,10 @@ def install(app, server: "Server") -> None:
     def login(request):
         body = read_json(request, max_body)
         if "uid" in body:
-            session = yield accounts.login(body.get("uid"), body.get("password"))
+            session = yield accounts.login(body.get("uid"), body.get("password"), client_address(request))
         elif "telephone" in body:
             session = yield accounts.login_by_telephone(
-                body.get("telephone"), body.get("password"), body.get("sms_code")
+                body.get("telephone"), body.get("password"), body.get("sms_code"), client_address(request)
             )
         else:
             raise BadRequest('give "uid" and "password", or "telephone" and "sms_code"')

@@ -254,6 +254,10 @@ class FramedProtocol(Protocol):
         log.info("{uid}/{res} connected on {channel}", uid=uid, res=resource, channel=self.session_class.channel)
         return self.session
 
+    def peer_address(self) -> str | None:
+        """The client's IP address, for limits per address."""
+        return getattr(self.transport.getPeer(), "host", None)
+
     def token_due(self) -> bool:
         """Whether the session's token should be checked before the next request."""
         return self.token is not None and self.token.due()

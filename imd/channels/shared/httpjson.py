@@ -44,6 +44,11 @@ def read_json(request: IRequest, max_body: int) -> dict:
     return parse_object(read_body(request, max_body))
 
 
+def client_address(request: IRequest) -> str | None:
+    """The client's IP address, for limits per address (None: not IP)."""
+    return getattr(request.getClientAddress(), "host", None)
+
+
 def bearer_token(request: IRequest) -> str:
     header = request.getHeader(b"authorization")
     if header is None:
