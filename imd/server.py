@@ -136,7 +136,12 @@ class Server:
         from imd.core.accounts import AccountService
 
         return AccountService(
-            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor
+            self.store,
+            self.config.auth,
+            self.config.sms,
+            self.sms_gateway,
+            self.reactor,
+            scram_iterations=self.config.xmpp.scram_iterations,
         )
 
     @cached_property
