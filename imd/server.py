@@ -205,6 +205,7 @@ class Server:
     def make_service(self) -> MultiService:
         from imd.channels.longconn.protocol import LongConnFactory
         from imd.channels.methodapi.socket import SocketFactory
+        from imd.channels.xmpp.protocol import XmppFactory
 
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
@@ -222,6 +223,7 @@ class Server:
         for name, endpoint, factory in (
             ("longconn", self.config.longconn.endpoint, LongConnFactory),
             ("socket", self.config.socket.endpoint, SocketFactory),
+            ("xmpp", self.config.xmpp.endpoint, XmppFactory),
         ):
             if endpoint:
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
