@@ -16,13 +16,14 @@ import secrets
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
 from imd.channels.xmpp import envelope, sasl, serialize
+from imd.channels.xmpp.streams import Resumable, StreamState
 from imd.channels.xmpp.codec import StreamEnd, StreamError, StreamParser, StreamStart
 from imd.channels.xmpp.stanzas import (
     NS_BIND,
@@ -35,6 +36,8 @@ from imd.channels.xmpp.stanzas import (
     NS_ROSTER,
     NS_SASL,
     NS_SESSION,
+    NS_SM,
+    NS_STANZA_ERRORS,
     NS_STREAM_ERRORS,
     NS_TLIM,
     NS_TLS,
@@ -56,7 +59,8 @@ log = Logger()
 MAX_SASL_FAILURES = 3
 MAX_RESOURCE = 64
 # Features this server answers disco#info with.
-FEATURES = (NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_MARKERS, NS_RETRACT, NS_TLIM)
+FEATURES = (NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_MARKERS, NS_RETRACT, NS_SM, NS_TLIM)
+STANZAS = ("message", "presence", "iq")
 # Core errors as stanza error conditions.
 CONDITIONS = (
     (NotFound, "item-not-found"),
@@ -100,6 +104,9 @@ class XmppProtocol(FramedProtocol):
         # A message written counts as received until the client can say
         # so itself (stream management, or the envelope's MTC-000).
         self.received_on_write = True
+        # XEP-0198, once the client enables it.
+        self.sm: StreamState | None = None
+        self.show = "online"
 
     # -- bytes in -----------------------------------------------------------
 
@@ -130,8 +137,11 @@ class XmppProtocol(FramedProtocol):
 
     # -- the stream -----------------------------------------------------------
 
-    def send(self, el: domish.Element) -> None:
+    def send(self, el: domish.Element, message: dict | None = None) -> None:
+        """Write C{el}; a stanza is counted for stream management (C{message}: the one it carries)."""
         self.write(el.toXml().encode("utf-8"))
+        if self.sm is not None and el.uri == NS_CLIENT and el.name in STANZAS and not self._closing:
+            self.sm.wrote(message)
 
     def _header(self) -> None:
         self.stream_id = uuid.uuid4().hex
@@ -169,6 +179,7 @@ class XmppProtocol(FramedProtocol):
             element_session = element("session", NS_SESSION)
             element_session.addElement("optional")
             features.append(element_session)
+            features.append(element("sm", NS_SM))
         self.write(b"<stream:features>" + b"".join(f.toXml().encode("utf-8") for f in features) + b"</stream:features>")
 
     def _mechanisms(self) -> list[str]:
@@ -214,6 +225,11 @@ class XmppProtocol(FramedProtocol):
     def connectionLost(self, reason: Any = None) -> None:
         if self.session is not None:
             log.info("{uid}/{res} disconnected", uid=self.session.uid, res=self.session.resource)
+            if self.sm is not None and self.sm.resumable:
+                # Its unacknowledged messages are still offline in the
+                # store; a resume (or the next login) writes them again.
+                self.sm.tlim, self.sm.available, self.sm.show = self.session.tlim, self.available, self.show
+                self.factory.resumable.keep(self.sm, lambda state: log.info("stream {id} of {uid} expired", id=state.id, uid=state.uid))
         super().connectionLost(reason)
 
     # -- before authentication -------------------------------------------------
@@ -330,6 +346,11 @@ class XmppProtocol(FramedProtocol):
     # -- after authentication ----------------------------------------------------
 
     def _before_bind(self, el: domish.Element) -> Deferred | None:
+        if (el.uri, el.name) == (NS_SM, "resume"):
+            return self._resume(el)
+        if el.uri == NS_SM and el.name == "enable":
+            self._sm_failed("unexpected-request")
+            return None
         if (el.uri, el.name) == (NS_CLIENT, "iq") and el.getAttribute("type") == "set":
             bind = first_child(el, NS_BIND, "bind")
             if bind is not None:
@@ -350,13 +371,96 @@ class XmppProtocol(FramedProtocol):
         self.send(answer)
 
     def _stanza(self, el: domish.Element) -> Deferred | None:
+        if el.uri == NS_SM:
+            return self._stream_management(el)
         handler = self._stanzas.get((el.uri, el.name))
         if handler is None:
             self.stream_error("unsupported-stanza-type", f"<{el.name}> in {el.uri}")
             return None
         d = maybeDeferred(handler, self, el)
         d.addErrback(self._stanza_failed, el)
+        # Counted once handled, which for a message means committed: an
+        # <a h> never covers a message the server could still lose.
+        d.addCallback(self._handled)
         return d
+
+    def _handled(self, _: Any) -> None:
+        if self.sm is not None:
+            self.sm.handled_one()
+
+    # -- XEP-0198 stream management ---------------------------------------------
+
+    def _stream_management(self, el: domish.Element) -> Deferred | None:
+        if el.name == "enable":
+            if self.sm is not None:
+                self._sm_failed("unexpected-request")
+                return
+            self.sm = StreamState(self.uid, self.session.resource)
+            self.sm.tlim, self.sm.available = self.session.tlim, self.available
+            # From now on the client says what it has.
+            self.received_on_write = False
+            enabled = element("enabled", NS_SM, id=self.sm.id)
+            if el.getAttribute("resume") in ("true", "1"):
+                self.sm.resumable = True
+                enabled["resume"] = "true"
+                enabled["max"] = str(self.config.resume_timeout)
+            self.send(enabled)
+        elif self.sm is None:
+            self._sm_failed("unexpected-request")
+        elif el.name == "r":
+            self.send(element("a", NS_SM, h=str(self.sm.handled)))
+        elif el.name == "a":
+            return self._acked(el)
+        elif el.name == "resume":
+            self._sm_failed("unexpected-request")
+        return None
+
+    def _acked(self, el: domish.Element) -> Deferred | None:
+        try:
+            h = int(el.getAttribute("h", ""))
+        except ValueError:
+            h = -1
+        messages = self.sm.acked(h)
+        if messages is None:
+            self.stream_error("undefined-condition", "h acknowledges more stanzas than were sent")
+            return None
+        if not messages:
+            return None
+        # The next stanza (an <r/> say) is answered once these are recorded.
+        return gatherResults([self._written(data) for data in messages])
+
+    def _sm_failed(self, condition: str) -> None:
+        failed = element("failed", NS_SM)
+        failed.addElement((NS_STANZA_ERRORS, condition))
+        self.send(failed)
+
+    @inlineCallbacks
+    def _resume(self, el: domish.Element):
+        state = self.factory.resumable.take(el.getAttribute("previd", ""), self.uid)
+        try:
+            h = int(el.getAttribute("h", ""))
+        except ValueError:
+            h = -1
+        messages = state.acked(h) if state is not None else None
+        if messages is None:
+            # The client binds a new resource instead.
+            self._sm_failed("item-not-found")
+            return
+        # What the client confirmed leaves offline; the rest is written
+        # again below, from the store, numbered on from its h.
+        for data in messages:
+            yield self._written(data)
+        state.sent, state.unacked = h, []
+        self.sm = state
+        self.received_on_write = False
+        self.start_session(self.uid, state.resource, self.login_token)
+        self.session.tlim = state.tlim
+        self.write(element("resumed", NS_SM, previd=state.id, h=str(state.handled)).toXml().encode("utf-8"))
+        log.info("{uid}/{res} resumed its stream", uid=self.uid, res=state.resource)
+        if state.available:
+            self.available, self.show = True, state.show
+            yield self.server.presence.online(self.session, state.show)
+            yield self.push_missed()
 
     def _stanza_failed(self, failure: Failure, el: domish.Element) -> None:
         if failure.check(envelope.EnvelopeError):
@@ -457,6 +561,7 @@ class XmppProtocol(FramedProtocol):
         if kind is None:
             show = text_of(first_child(el, NS_CLIENT, "show")).strip()
             show = show if show in serialize.SHOWS else "online"
+            self.show = show
             if not self.available:
                 self.available = True
                 yield presence.online(self.session, show)
@@ -554,7 +659,11 @@ class XmppProtocol(FramedProtocol):
         stanza = serialize.event(target, event)
         if stanza is None:
             return None
-        self.send(stanza)
+        message = event.data if event.kind == events.MESSAGE else None
+        self.send(stanza, message)
+        if message is not None and self.sm is not None:
+            # Ask at once: the message leaves offline when the answer comes.
+            self.write(b"<r xmlns='urn:xmpp:sm:3'/>")
         if event.kind == events.MESSAGE and self.received_on_write:
             return self._written(event.data)
         return None
@@ -583,6 +692,10 @@ class XmppFactory(ChannelFactory):
         super().__init__(server, server.config.xmpp.idle_timeout)
         self.secret = sasl.new_secret()
         self.tls_options = _tls_options(server.config.xmpp)
+        self.resumable = Resumable(server.reactor, server.config.xmpp.resume_timeout)
+
+    def stopFactory(self) -> None:
+        self.resumable.clear()
 
 
 def _tls_options(config: Any) -> Any:
