@@ -197,9 +197,16 @@ class Server:
         from imd.channels.methodapi import routes
         from imd.channels.native import api as native
         from imd.channels.shared.web import Root
+        from imd.channels.xmpp import routes as sessions
 
         native_app = native.make_app(self)
-        families = [native_app, qid.make_app(self), files.make_app(self), routes.make_app(self)]
+        families = [
+            native_app,
+            qid.make_app(self),
+            files.make_app(self),
+            routes.make_app(self),
+            sessions.make_app(self),
+        ]
         return Root(families, fallback=native_app)
 
     def make_service(self) -> MultiService:

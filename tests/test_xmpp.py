@@ -335,3 +335,85 @@ class ClusterTests(PostgresBackend, XmppTestMixin, unittest.TestCase):
         yield rose.send("jack@localhost", "and back", id="c2")
         _, frame = yield jack.expect(T.IM_MESSAGE)
         self.assertEqual((frame["from"], frame["body"]), ("rose", "and back"))
+
+
+def self_signed(directory, host="localhost"):
+    """A certificate for C{host} and its key, as PEM files in C{directory}."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    os.makedirs(directory)
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class TlsTestsMixin(XmppTestMixin):
+    def tls_server(self, **xmpp):
+        cert, key = self_signed(os.path.abspath(self.mktemp()))
+        self.cert = cert
+        return self.start_server(xmpp=dict({"endpoint": ON, "tls_cert": cert, "tls_key": key}, **xmpp))
+
+    @inlineCallbacks
+    def test_starttls_then_plain_with_password_and_with_token(self):
+        server = self.tls_server(require_tls=True)
+        jack = yield self.user(server, "jack")
+        rose = yield self.slix(server, "rose", starttls=True, ca_file=self.cert, sasl_mech="PLAIN")
+        yield jack.send_message("rose", "over tls", msgid="t1")
+        msg = yield rose.next_message(lambda m: m["body"])
+        self.assertEqual(msg["body"], "over tls")
+        # PLAIN also takes a live token as the password.
+        token = yield self.login(server, "jack", "secret1")
+        other = yield self.slix(server, "jack", password=token, register=False, starttls=True, ca_file=self.cert, sasl_mech="PLAIN")
+        self.assertTrue(other.xmpp.is_connected())
+
+    @inlineCallbacks
+    def test_require_tls_refuses_sasl_in_the_clear(self):
+        server = self.tls_server(require_tls=True)
+        client = yield self.raw(server)
+        self.assertIn(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>", client.received)
+        self.assertNotIn(b"<mechanisms", client.received)
+        client.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>biwsbj1yb3NlLHI9YWJj</auth>")
+        received = yield client.until(b"</failure>")
+        self.assertIn(b"<encryption-required/>", received)
+
+    @inlineCallbacks
+    def test_bytes_after_starttls_are_not_read_into_the_new_stream(self):
+        server = self.tls_server()
+        client = yield self.raw(server)
+        # A man in the middle appends a stanza after <starttls/>.
+        client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message to='x@localhost'><body>injected</body></message>")
+        yield client.until(b"<proceed")
+        yield settle(0.1)
+        # Read as a stanza before authentication it would have ended the
+        # stream (not-authorized); it was dropped, and the server waits for
+        # the TLS handshake.
+        refused = server.metrics.errors.labels("xmpp", "not-authorized")._value.get()
+        self.assertEqual(refused, 0)
+        self.assertFalse(client.closed.called)
+
+
+class SQLiteTlsTests(SQLiteBackend, TlsTestsMixin, unittest.TestCase):
+    pass

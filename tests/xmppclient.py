@@ -104,7 +104,11 @@ class SlixClient:
             # Loopback tests speak plain TCP unless a test sets up TLS.
             client.enable_starttls = options.get("starttls", False)
             client.enable_direct_tls = False
-            client.enable_plaintext = True
+            client.enable_plaintext = not options.get("starttls", False)
+            if options.get("ca_file"):
+                import ssl
+
+                client.ssl_context = ssl.create_default_context(cafile=options["ca_file"])
             for plugin in plugins:
                 client.register_plugin(plugin)
             put = lambda q: lambda stanza: reactor.callFromThread(q.put, stanza)  # noqa: E731

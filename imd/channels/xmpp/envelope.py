@@ -223,3 +223,54 @@ def plain_text(kind: str, body: str) -> str:
     if kind in ("text", "custom", "notification"):
         return body
     return f"[{kind}] {body}"
+
+
+def _session_push(msg_type: str, gid: str, owner: str, to: str, now: int, item: dict) -> dict[str, Any]:
+    return dict(
+        HEADER,
+        **{
+            "from": owner,
+            "to": to,
+            "msg_id": new_id(),
+            "msg_type": msg_type,
+            "msg_time": str(now),
+            "body": [dict({"session_id": gid, "session_user": owner}, **item)],
+        },
+    )
+
+
+def session_added(d: Mapping[str, Any], to: str, now: int) -> dict[str, Any]:
+    """HTS-000: a group (L{imd.core.groups.group_data}, with members) a user is now in."""
+    return _session_push(
+        "HTS-000",
+        d["gid"],
+        d["creator"],
+        to,
+        now,
+        {
+            "session_name": d["name"],
+            "session_create_time": str(d["created_at"]),
+            "session_valid": 1,
+            "subscribers": [{"user_id": m["uid"]} for m in d.get("members", [])],
+        },
+    )
+
+
+def session_modified(d: Mapping[str, Any], to: str) -> dict[str, Any]:
+    """HTS-001: the owner renamed a group or changed its members."""
+    changes = [{"user_id": u, "type": "add"} for u in d["added"]] + [{"user_id": u, "type": "del"} for u in d["removed"]]
+    return _session_push(
+        "HTS-001",
+        d["gid"],
+        d["owner"],
+        to,
+        d["time"],
+        {"session_name": d["name"], "session_modify_time": str(d["time"]), "subscribers": changes},
+    )
+
+
+def session_deleted(d: Mapping[str, Any], to: str) -> dict[str, Any]:
+    """HTS-002: the owner deleted a group."""
+    return _session_push(
+        "HTS-002", d["gid"], d["owner"], to, d["time"], {"session_delete_time": str(d["time"]), "session_valid": 0}
+    )

@@ -71,6 +71,13 @@ def _attributes(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SaslFailure("malformed-request", "not UTF-8") from None
+
+
 def _saslname(value: str) -> str:
     # RFC 5802: "," and "=" travel as "=2C" and "=3D"; any other "=" is an error.
     out = value.replace("=2C", ",").replace("=3D", "=")
@@ -101,10 +108,7 @@ class ScramExchange:
 
     def first(self, data: bytes) -> str:
         """The user named by the client-first message."""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SaslFailure("malformed-request", "not UTF-8") from None
+        text = _utf8(data)
         flag, sep1, rest = text.partition(",")
         authzid, sep2, bare = rest.partition(",")
         if not (sep1 and sep2):
@@ -142,10 +146,7 @@ class ScramExchange:
 
     def final(self, data: bytes) -> bytes:
         """Check the client-final message; the server-final one (v=…) when the proof holds."""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SaslFailure("malformed-request", "not UTF-8") from None
+        text = _utf8(data)
         without_proof, sep, proof_attr = text.rpartition(",")
         attrs = _attributes(without_proof) if sep else []
         if len(attrs) < 2 or attrs[0][0] != "c" or attrs[1][0] != "r" or not proof_attr.startswith("p="):

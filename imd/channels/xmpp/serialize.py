@@ -52,7 +52,7 @@ def tlim_element(location: str = "mobile") -> domish.Element:
     return element("tlim", NS_TLIM, location=location)
 
 
-def _envelope_message(target: Target, frm: str, msg_type: str, doc: Mapping[str, Any], id_: str) -> domish.Element:
+def _envelope_message(target: Target, frm: str, doc: Mapping[str, Any], id_: str) -> domish.Element:
     stanza = element("message", to=target.jid, type="chat", id=id_)
     stanza["from"] = frm
     stanza.addElement("body", content=envelope.dumps(doc))
@@ -69,7 +69,7 @@ def message(target: Target, d: Mapping[str, Any]) -> domish.Element:
         frm = target.user(d["from"], d["from_res"])
     if target.tlim:
         doc = envelope.message(d)
-        stanza = _envelope_message(target, frm, doc["msg_type"], doc, d["msgid"])
+        stanza = _envelope_message(target, frm, doc, d["msgid"])
         if group:
             stanza["type"] = "groupchat"
         return stanza
@@ -86,13 +86,15 @@ def message(target: Target, d: Mapping[str, Any]) -> domish.Element:
     return stanza
 
 
+def _command_sender(target: Target, d: Mapping[str, Any]) -> str:
+    """Who a receipt or recall is from: the user, or the user within its group."""
+    return target.user(d["gid"], d["from"]) if "gid" in d else target.user(d["from"])
+
+
 def _receipt(target: Target, d: Mapping[str, Any]) -> domish.Element:
-    if "gid" in d:
-        frm = target.user(d["gid"], d["from"])
-    else:
-        frm = target.user(d["from"])
+    frm = _command_sender(target, d)
     if target.tlim:
-        return _envelope_message(target, frm, "", envelope.receipt(d, target.uid, target.now), envelope.new_id())
+        return _envelope_message(target, frm, envelope.receipt(d, target.uid, target.now), envelope.new_id())
     stanza = element("message", to=target.jid, id=envelope.new_id())
     stanza["from"] = frm
     if d["kind"] == "delivered":
@@ -103,12 +105,9 @@ def _receipt(target: Target, d: Mapping[str, Any]) -> domish.Element:
 
 
 def _recall(target: Target, d: Mapping[str, Any]) -> domish.Element:
-    if "gid" in d:
-        frm = target.user(d["gid"], d["from"])
-    else:
-        frm = target.user(d["from"])
+    frm = _command_sender(target, d)
     if target.tlim:
-        return _envelope_message(target, frm, "", envelope.recall(d, target.now), envelope.new_id())
+        return _envelope_message(target, frm, envelope.recall(d, target.now), envelope.new_id())
     stanza = element("message", to=target.jid, type="groupchat" if "gid" in d else "chat", id=envelope.new_id())
     stanza["from"] = frm
     stanza.addElement((NS_RETRACT, "retract"))["id"] = d["msgid"]
@@ -155,9 +154,25 @@ def _request(target: Target, d: Mapping[str, Any]) -> domish.Element:
     return stanza
 
 
+def _session(target: Target, e: Event) -> domish.Element | None:
+    """What session subscribers receive (HTS-000/001/002); a stock client has no such stanza."""
+    if not target.tlim:
+        return None
+    d = e.data
+    if e.kind == events.GROUP_DATA:
+        doc = envelope.session_added(d, target.uid, target.now)
+    elif e.kind == events.GROUP_CHANGED:
+        doc = envelope.session_modified(d, target.uid)
+    else:
+        doc = envelope.session_deleted(d, target.uid)
+    return _envelope_message(target, target.user(d["gid"]), doc, doc["msg_id"])
+
+
 def event(target: Target, e: Event) -> domish.Element | None:
     """C{e} as a stanza for C{target}; None: nothing this design shows."""
     d = e.data
+    if e.kind in (events.GROUP_DATA, events.GROUP_CHANGED, events.GROUP_DELETED):
+        return _session(target, e)
     if e.kind == events.MESSAGE:
         return message(target, d)
     if e.kind == events.PRESENCE:
