@@ -245,3 +245,39 @@ class StockTestsMixin(XmppTestMixin):
 
 class SQLiteStockTests(SQLiteBackend, StockTestsMixin, unittest.TestCase):
     pass
+
+
+class CarbonsTestsMixin(XmppTestMixin):
+    @inlineCallbacks
+    def test_xep_0280_copies_of_what_the_user_sends_elsewhere(self):
+        server = self.start_server()
+        jack = yield self.user(server, "jack")
+        phone = yield self.slix(server, "rose", resource="phone")
+        desk = yield self.slix(server, "rose", register=False, resource="desk", plugins=("xep_0280",))
+        yield desk.call(lambda: desk.xmpp["xep_0280"].enable())
+        sent = []
+        yield desk.call(lambda: desk.xmpp.add_event_handler("carbon_sent", lambda m: reactor.callFromThread(desk.events.put, ("sent", m))))
+        rose_lc = yield self.user(server, "rose", register=False, res="lc")
+        yield phone.send("jack@localhost", "from the phone", id="c1")
+        yield rose_lc.send_message("jack", "from the long connection", msgid="c2")
+        for expected in (("c1", "phone", "from the phone"), ("c2", "lc", "from the long connection")):
+            event = yield desk.events.get()
+            while not isinstance(event, tuple):
+                event = yield desk.events.get()
+            carbon = event[1]["carbon_sent"]
+            sent.append((carbon["id"], carbon["from"].resource, carbon["body"]))
+            self.assertEqual(str(carbon["to"]), "jack@localhost")
+        self.assertEqual(sent, [("c1", "phone", "from the phone"), ("c2", "lc", "from the long connection")])
+        # phone did not ask for carbons: it sees only what is addressed to it.
+        yield jack.send_message("rose", "to every resource", msgid="c3")
+        msg = yield phone.next_message(lambda m: m["body"])
+        self.assertEqual(msg["body"], "to every resource")
+        # A tlim session gets the envelope of what its user sent elsewhere.
+        tl = yield self.slix(server, "rose", register=False, resource="tl", tlim=True)
+        yield rose_lc.send_message("jack", "seen by tlim", msgid="c4")
+        msg = yield tl.next_message(lambda m: is_tlim(m) and envelope(m)["msg_id"] == "c4")
+        self.assertEqual((envelope(msg)["from"], envelope(msg)["to"], str(msg["from"])), ("rose", "jack", "rose@localhost/lc"))
+
+
+class SQLiteCarbonsTests(SQLiteBackend, CarbonsTestsMixin, unittest.TestCase):
+    pass

@@ -27,6 +27,7 @@ from imd.channels.xmpp.streams import Resumable, StreamState
 from imd.channels.xmpp.codec import StreamEnd, StreamError, StreamParser, StreamStart
 from imd.channels.xmpp.stanzas import (
     NS_BIND,
+    NS_CARBONS,
     NS_CLIENT,
     NS_DISCO_INFO,
     NS_MARKERS,
@@ -59,7 +60,7 @@ log = Logger()
 MAX_SASL_FAILURES = 3
 MAX_RESOURCE = 64
 # Features this server answers disco#info with.
-FEATURES = (NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_MARKERS, NS_RETRACT, NS_SM, NS_TLIM)
+FEATURES = (NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_MARKERS, NS_RETRACT, NS_SM, NS_CARBONS, NS_TLIM)
 STANZAS = ("message", "presence", "iq")
 # Core errors as stanza error conditions.
 CONDITIONS = (
@@ -82,6 +83,8 @@ class XmppSession(ChannelSession):
     channel = "xmpp"
     # Whether the client speaks seed 002's envelope (it sent the tlim element).
     tlim = False
+    # Whether it asked for carbons (XEP-0280).
+    carbons = False
 
 
 class XmppProtocol(FramedProtocol):
@@ -539,11 +542,17 @@ class XmppProtocol(FramedProtocol):
     def _empty_result(self, iq: domish.Element, child: domish.Element) -> None:
         self.send(self._result(iq))
 
+    def _carbons(self, iq: domish.Element, child: domish.Element) -> None:
+        self.session.carbons = child.name == "enable"
+        self.send(self._result(iq))
+
     _iqs = {
         (NS_ROSTER, "query", "get"): _roster_get,
         (NS_DISCO_INFO, "query", "get"): _disco_info,
         (NS_PING, "ping", "get"): _empty_result,
         (NS_SESSION, "session", "set"): _empty_result,
+        (NS_CARBONS, "enable", "set"): _carbons,
+        (NS_CARBONS, "disable", "set"): _carbons,
     }
 
     # -- presence ------------------------------------------------------------------
@@ -654,7 +663,12 @@ class XmppProtocol(FramedProtocol):
     def render(self, event: Event) -> Deferred | None:
         session = self.session
         target = serialize.Target(
-            self.domain, session.uid, session.resource, session.tlim, int(self.server.reactor.seconds() * 1000)
+            self.domain,
+            session.uid,
+            session.resource,
+            session.tlim,
+            int(self.server.reactor.seconds() * 1000),
+            session.carbons,
         )
         stanza = serialize.event(target, event)
         if stanza is None:

@@ -17,6 +17,8 @@ from twisted.words.xish import domish
 
 from imd.channels.xmpp import envelope
 from imd.channels.xmpp.stanzas import (
+    NS_CARBONS,
+    NS_FORWARD,
     NS_MARKERS,
     NS_RECEIPTS,
     NS_RETRACT,
@@ -36,8 +38,10 @@ _push_ids = itertools.count(1)
 class Target:
     """Whom a session renders for: its full JID, and whether it speaks tlim."""
 
-    def __init__(self, domain: str, uid: str, resource: str, tlim: bool, now: int = 0) -> None:
+    def __init__(self, domain: str, uid: str, resource: str, tlim: bool, now: int = 0, carbons: bool = False) -> None:
         self.domain = domain
+        # Whether the session asked for copies of what its user sends elsewhere (XEP-0280).
+        self.carbons = carbons
         self.uid = uid
         self.jid = str(Jid(uid, domain, resource))
         self.tlim = tlim
@@ -89,6 +93,30 @@ def message(target: Target, d: Mapping[str, Any]) -> domish.Element:
 def _command_sender(target: Target, d: Mapping[str, Any]) -> str:
     """Who a receipt or recall is from: the user, or the user within its group."""
     return target.user(d["gid"], d["from"]) if "gid" in d else target.user(d["from"])
+
+
+def copy(target: Target, d: Mapping[str, Any]) -> domish.Element | None:
+    """
+    A message the session's user sent from another session: for a tlim
+    session the envelope as sent, for a stock client a XEP-0280 carbon
+    when it enabled them.
+    """
+    group = "gid" in d
+    peer = target.user(d["gid"]) if group else target.user(d["to"])
+    sent = element("message", to=peer, type="groupchat" if group else "chat", id=d["msgid"])
+    sent["from"] = target.user(target.uid, d["from_res"])
+    if target.tlim:
+        sent["to"] = target.jid
+        sent.addElement("body", content=envelope.dumps(envelope.message(d)))
+        sent.addChild(tlim_element())
+        return sent
+    if not target.carbons:
+        return None
+    sent.addElement("body", content="" if d["recalled"] else envelope.plain_text(d["kind"], d["body"]))
+    wrapper = element("message", to=target.jid, type=sent["type"])
+    wrapper["from"] = target.user(target.uid)
+    wrapper.addElement((NS_CARBONS, "sent")).addElement((NS_FORWARD, "forwarded")).addChild(sent)
+    return wrapper
 
 
 def _receipt(target: Target, d: Mapping[str, Any]) -> domish.Element:
@@ -175,6 +203,8 @@ def event(target: Target, e: Event) -> domish.Element | None:
         return _session(target, e)
     if e.kind == events.MESSAGE:
         return message(target, d)
+    if e.kind == events.MESSAGE_COPY:
+        return copy(target, d)
     if e.kind == events.PRESENCE:
         return presence(target, d)
     if e.kind == events.RECEIPT:
