@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+import random
 
 from twisted.trial import unittest
 
@@ -65,6 +66,29 @@ class ScramTests(unittest.TestCase):
         for bad in (b"", b"c=biws", final.replace(b"c=biws", b"c=eSws"), final.replace(b"r=clientnonce", b"r=othernonce"), final[:-4] + b"!!!!"):
             fresh, _, _ = self.exchange()
             self.assertRaises(SaslFailure, fresh.final, bad)
+
+
+class FuzzTests(unittest.TestCase):
+    def test_only_sasl_failures(self):
+        rng = random.Random(5)
+        pieces = [b"n", b"y", b"p=x", b",", b"=", b"a=", b"n=", b"r=", b"c=", b"p=", b"biws", b"=2C", b"=3D", b"\0", b"\xff", b"rose"]
+        for _ in range(500):
+            data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+            ex = ScramExchange(rng.choice(list(scram.HASHES)), b"k")
+            try:
+                ex.first(data)
+                ex.challenge(None, 4096)
+                ex.final(data)
+            except SaslFailure:
+                pass
+            try:
+                parse_plain(data)
+            except SaslFailure:
+                pass
+            try:
+                decode64(data.decode("latin-1"))
+            except SaslFailure:
+                pass
 
 
 class PlainAndBase64Tests(unittest.TestCase):

@@ -99,6 +99,8 @@ def parse(raw: str, default_to: str | None = None) -> Request:
     addressed to, for an envelope without C{to}.  Accepts the reference
     plugin's later names ``msg_from``/``msg_to`` for ``from``/``to``.
     """
+    if not raw.strip():
+        raise EnvelopeError(EMPTY_BODY, "the message has no envelope")
     try:
         doc = parse_object(raw.encode("utf-8", "surrogatepass"), "the envelope", error=_BadJson)
     except _BadJson as e:
