@@ -87,7 +87,7 @@ class LayeringTests(unittest.TestCase):
 
     def test_client_libraries_import_no_server(self):
         code = (
-            "import sys, imd.channels.longconn.client, imd.channels.methodapi.client\n"
+            "import sys, imd.channels.longconn.client, imd.channels.methodapi.client, imd.channels.xmpp.client\n"
             "print('\\n'.join(m for m in sys.modules if m.startswith(('imd.core', 'imd.hub', 'imd.store', 'imd.server'))))"
         )
         out = subprocess.run(

@@ -12,32 +12,22 @@ from tests.support import PostgresBackend, ServerTestMixin, SQLiteBackend
 
 
 class DeriveTests(unittest.TestCase):
-    def test_rfc5802_example(self):
-        # RFC 5802 section 5: user "user", password "pencil".
-        salt = base64.b64decode("QSXCR+Q6sek8bf92")
-        keys = scram.derive("SCRAM-SHA-1", "pencil", 4096, salt)
-        auth = (
-            b"n=user,r=fyko+d2lbbFgONRv9qkxdawL,"
-            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096,"
-            b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j"
-        )
-        proof = base64.b64decode("v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")
-        self.assertTrue(scram.proof_ok(keys, auth, proof))
-        self.assertEqual(base64.b64encode(scram.server_signature(keys, auth)), b"rmF9pqV8S7suAoZWja4dJRkFsKQ=")
+    # (mechanism, salt, client nonce, server nonce part, proof, server signature) of
+    # RFC 5802 section 5 and RFC 7677 section 3: user "user", password "pencil".
+    VECTORS = (
+        ("SCRAM-SHA-1", "QSXCR+Q6sek8bf92", "fyko+d2lbbFgONRv9qkxdawL", "3rfcNHYJY1ZVvWVs7j",
+         "v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=", "rmF9pqV8S7suAoZWja4dJRkFsKQ="),
+        ("SCRAM-SHA-256", "W22ZaJ0SNY7soEsUEjb6gQ==", "rOprNGfwEbeRWgbNEkqO", "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+         "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+    )
 
-    def test_rfc7677_example(self):
-        salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
-        keys = scram.derive("SCRAM-SHA-256", "pencil", 4096, salt)
-        auth = (
-            b"n=user,r=rOprNGfwEbeRWgbNEkqO,"
-            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
-            b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
-        )
-        proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
-        self.assertTrue(scram.proof_ok(keys, auth, proof))
-        self.assertEqual(
-            base64.b64encode(scram.server_signature(keys, auth)), b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
-        )
+    def test_rfc_examples(self):
+        for mechanism, salt, cnonce, snonce, proof, signature in self.VECTORS:
+            keys = scram.derive(mechanism, "pencil", 4096, base64.b64decode(salt))
+            nonce = cnonce + snonce
+            auth = f"n=user,r={cnonce},r={nonce},s={salt},i=4096,c=biws,r={nonce}".encode()
+            self.assertTrue(scram.proof_ok(keys, auth, base64.b64decode(proof)))
+            self.assertEqual(base64.b64encode(scram.server_signature(keys, auth)).decode(), signature)
 
     def test_wrong_proofs(self):
         keys = scram.derive("SCRAM-SHA-1", "pencil", 4096)

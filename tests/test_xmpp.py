@@ -115,10 +115,7 @@ class ChatTestsMixin(XmppTestMixin):
             ack = yield jack.send_message("rose", f"while away {i}", msgid=f"o{i}")
             self.assertEqual(ack["err"], "")
         rose = yield self.slix(server, "rose", register=False)
-        bodies = []
-        for _ in range(3):
-            msg = yield rose.next_message(lambda m: m["body"])
-            bodies.append(msg["body"])
+        bodies = yield rose.next_bodies(3)
         self.assertEqual(bodies, ["while away 0", "while away 1", "while away 2"])
         yield rose.stop()
         # Written to a client that cannot confirm them: received.

@@ -91,13 +91,19 @@ class ManagedTestsMixin(XmppTestMixin):
         return re.findall(rb"<body>([^<]*)</body>", received)
 
     @inlineCallbacks
-    def unacked_then_killed(self, server):
+    def three_written(self, server, prefix):
+        """rose on a managed raw stream, and three messages from jack written to it."""
         jack = yield self.user(server, "jack")
         yield server.accounts.register("rose", "secret1")
         rose, sm_id = yield self.raw_login(server, "rose")
         for i in range(3):
-            yield jack.send_message("rose", f"m{i}", msgid=f"k{i}")
-        yield rose.until(b"m2</body>")
+            yield jack.send_message("rose", f"{prefix}{i}", msgid=f"{prefix}{i}")
+        yield rose.until(f"{prefix}2</body>".encode())
+        return jack, rose, sm_id
+
+    @inlineCallbacks
+    def unacked_then_killed(self, server):
+        jack, rose, sm_id = yield self.three_written(server, "m")
         self.assertEqual(self.bodies(rose.received), [b"m0", b"m1", b"m2"])
         # The server asks; this client never answers.
         self.assertIn(b"<r xmlns='urn:xmpp:sm:3'/>", rose.received)
@@ -134,21 +140,12 @@ class ManagedTestsMixin(XmppTestMixin):
         self.assertIn(b"<item-not-found", received)
         client.transport.loseConnection()
         rose = yield self.slix(server, "rose", register=False)
-        got = []
-        for _ in range(3):
-            msg = yield rose.next_message(lambda m: m["body"])
-            got.append(msg["body"])
-        self.assertEqual(got, ["m0", "m1", "m2"])
+        self.assertEqual((yield rose.next_bodies(3)), ["m0", "m1", "m2"])
 
     @inlineCallbacks
     def test_a_partial_ack_keeps_only_the_rest(self):
         server = self.start_server()
-        jack = yield self.user(server, "jack")
-        yield server.accounts.register("rose", "secret1")
-        rose, sm_id = yield self.raw_login(server, "rose")
-        for i in range(3):
-            yield jack.send_message("rose", f"p{i}", msgid=f"p{i}")
-        yield rose.until(b"p2</body>")
+        _, rose, sm_id = yield self.three_written(server, "p")
         # Only the three messages were written after <enable/> (rose has
         # no friends to answer her presence): h=1 covers p0.
         rose.send("<a xmlns='urn:xmpp:sm:3' h='1'/><r xmlns='urn:xmpp:sm:3'/>")

@@ -185,6 +185,15 @@ class SlixClient:
             if predicate(msg):
                 return msg
 
+    @inlineCallbacks
+    def next_bodies(self, n: int):
+        """The bodies of the next C{n} messages that have one."""
+        bodies = []
+        for _ in range(n):
+            msg = yield self.next_message(lambda m: m["body"])
+            bodies.append(msg["body"])
+        return bodies
+
     def roster(self) -> Deferred:
         keys = ("name", "subscription", "groups")
 

@@ -11,7 +11,7 @@ both forms back.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.words.xish import domish
 
@@ -196,25 +196,21 @@ def _session(target: Target, e: Event) -> domish.Element | None:
     return _envelope_message(target, target.user(d["gid"]), doc, doc["msg_id"])
 
 
+_EVENTS: dict[str, Callable[[Target, Mapping[str, Any]], domish.Element | None]] = {
+    events.MESSAGE: message,
+    events.MESSAGE_COPY: copy,
+    events.PRESENCE: presence,
+    events.RECEIPT: _receipt,
+    events.RECALL: _recall,
+    events.ROSTER_ADDED: lambda t, d: roster_push(t, d["friend"], "both"),
+    events.ROSTER_DELETED: lambda t, d: roster_push(t, d["friend"], "remove"),
+    events.ROSTER_REQUEST: _request,
+}
+
+
 def event(target: Target, e: Event) -> domish.Element | None:
     """C{e} as a stanza for C{target}; None: nothing this design shows."""
-    d = e.data
     if e.kind in (events.GROUP_DATA, events.GROUP_CHANGED, events.GROUP_DELETED):
         return _session(target, e)
-    if e.kind == events.MESSAGE:
-        return message(target, d)
-    if e.kind == events.MESSAGE_COPY:
-        return copy(target, d)
-    if e.kind == events.PRESENCE:
-        return presence(target, d)
-    if e.kind == events.RECEIPT:
-        return _receipt(target, d)
-    if e.kind == events.RECALL:
-        return _recall(target, d)
-    if e.kind == events.ROSTER_ADDED:
-        return roster_push(target, d["friend"], "both")
-    if e.kind == events.ROSTER_DELETED:
-        return roster_push(target, d["friend"], "remove")
-    if e.kind == events.ROSTER_REQUEST:
-        return _request(target, d)
-    return None
+    render = _EVENTS.get(e.kind)
+    return None if render is None else render(target, e.data)
