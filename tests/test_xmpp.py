@@ -131,9 +131,9 @@ class ChatTestsMixin(XmppTestMixin):
         # A friend request reaches a stock client as a subscription request.
         presence = yield rose.presences.get()
         self.assertEqual((str(presence["from"]), presence["type"]), ("jack@localhost", "subscribe"))
-        pending = yield server.roster.pending_requests("rose")
-        yield server.roster.answer("rose", "jack", pending[0].msgid, True, None)
-        # The roster push (slixmpp may first have noted jack's subscribe).
+        # slixmpp authorizes it (<presence type='subscribed'/>): the core's
+        # acceptance, and the roster push (after slixmpp's own note of the
+        # subscribe, maybe).
         roster = {}
         while roster.get("jack@localhost", {}).get("subscription") != "both":
             yield rose.expect_event("roster_update")
@@ -413,4 +413,60 @@ class TlsTestsMixin(XmppTestMixin):
 
 
 class SQLiteTlsTests(SQLiteBackend, TlsTestsMixin, unittest.TestCase):
+    pass
+
+
+class SubscriptionTestsMixin(XmppTestMixin):
+    @inlineCallbacks
+    def test_subscribe_is_a_friend_request_and_roster_remove_ends_it(self):
+        server = self.start_server()
+        jack = yield self.user(server, "jack")
+        rose = yield self.slix(server, "rose")
+        yield rose.call(lambda: rose.xmpp.send_presence(pto="jack@localhost", ptype="subscribe", pstatus="rose here"))
+        _, request = yield jack.expect(T.IM_ROSTER_ADD_REQ)
+        self.assertEqual((request["from"], request["msg"]), ("rose", "rose here"))
+        yield jack.answer_friend("rose", request["msgid"], True)
+        roster = {}
+        while roster.get("jack@localhost", {}).get("subscription") != "both":
+            yield rose.expect_event("roster_update")
+            roster = yield rose.roster()
+        yield rose.call(lambda: rose.xmpp.update_roster("jack@localhost", name="Jacky"))
+        friends = yield server.roster.friends("rose")
+        self.assertEqual([(f.fid, f.remark) for f in friends], [("jack", "Jacky")])
+        yield rose.call(lambda: rose.xmpp.del_roster_item("jack@localhost"))
+        _, deleted = yield jack.expect(T.IM_NOTIFY_ROSTER_DEL)
+        self.assertEqual(deleted, {"frd": "rose"})
+        self.assertEqual((yield server.roster.friend_ids("rose")), [])
+
+
+class SQLiteSubscriptionTests(SQLiteBackend, SubscriptionTestsMixin, unittest.TestCase):
+    pass
+
+
+class RefusalTestsMixin(XmppTestMixin):
+    @inlineCallbacks
+    def test_non_friend_and_non_member_are_refused_to_the_sender_alone(self):
+        server = self.start_server(messages={"friends_only": True})
+        jack = yield self.user(server, "jack")
+        rose = yield self.slix(server, "rose")
+        yield rose.send("jack@localhost", "not friends", id="f1")
+        msg = yield rose.next_message(lambda m: m["type"] == "error")
+        self.assertEqual((msg["id"], msg["error"]["condition"]), ("f1", "forbidden"))
+        group = yield server.groups.create("jack", "jack's")
+        yield rose.send(f"{group.gid}@localhost", "let me in", mtype="groupchat", id="g1")
+        msg = yield rose.next_message(lambda m: m["type"] == "error")
+        self.assertEqual((msg["id"], msg["error"]["condition"]), ("g1", "forbidden"))
+        # Nothing reached jack, whose connection goes on; a member's groupchat does.
+        yield server.store.groups.add_member(group.gid, "rose", 0, "", 0)
+        yield rose.send(f"{group.gid}@localhost", "now a member", mtype="groupchat", id="g2")
+        _, frame = yield jack.expect(T.IM_MESSAGE)
+        self.assertEqual((frame["msgid"], frame["gid"], frame["body"]), ("g2", group.gid, "now a member"))
+        self.assertEqual(jack.take(T.IM_MESSAGE), [])
+
+
+class SQLiteRefusalTests(SQLiteBackend, RefusalTestsMixin, unittest.TestCase):
+    pass
+
+
+class PostgresRefusalTests(PostgresBackend, RefusalTestsMixin, unittest.TestCase):
     pass

@@ -530,6 +530,21 @@ class XmppProtocol(FramedProtocol):
             serialize.roster_item(result, self.domain, friend, names)
         self.send(answer)
 
+    @inlineCallbacks
+    def _roster_set(self, iq: domish.Element, query: domish.Element):
+        items = [c for c in query.elements() if c.name == "item"]
+        jid = Jid.parse(items[0].getAttribute("jid", "")) if len(items) == 1 else None
+        if jid is None or not jid.local or jid.domain != self.domain:
+            raise InvalidField("a roster set holds one item of this domain")
+        if items[0].getAttribute("subscription") == "remove":
+            yield self._unfriend(jid.local)
+        elif items[0].hasAttribute("name"):
+            # A remark for a friend; adding someone is a subscription request.
+            friends = yield self.server.roster.friend_ids(self.uid)
+            if jid.local in friends:
+                yield self.server.roster.set_remark(self.uid, jid.local, items[0]["name"])
+        self.send(self._result(iq))
+
     def _disco_info(self, iq: domish.Element, query: domish.Element) -> None:
         answer = self._result(iq)
         result = answer.addElement((NS_DISCO_INFO, "query"))
@@ -548,6 +563,7 @@ class XmppProtocol(FramedProtocol):
 
     _iqs = {
         (NS_ROSTER, "query", "get"): _roster_get,
+        (NS_ROSTER, "query", "set"): _roster_set,
         (NS_DISCO_INFO, "query", "get"): _disco_info,
         (NS_PING, "ping", "get"): _empty_result,
         (NS_SESSION, "session", "set"): _empty_result,
@@ -563,8 +579,9 @@ class XmppProtocol(FramedProtocol):
             self._speaks_tlim()
         kind = el.getAttribute("type")
         if el.hasAttribute("to"):
-            # Directed presence and subscriptions: friendships are made
-            # through the core's friend requests, not presence.
+            if kind in _SUBSCRIPTIONS:
+                yield _SUBSCRIPTIONS[kind](self, self._peer(el).local, el)
+            # Other directed presence goes nowhere: presence reaches friends.
             return
         presence = self.server.presence
         if kind is None:
@@ -582,6 +599,47 @@ class XmppProtocol(FramedProtocol):
         elif kind == "unavailable" and self.available:
             self.available = False
             yield presence.update(self.session, "leave", "offline")
+
+    # Subscriptions (RFC 6121 section 3) are the core's friend requests: a
+    # friendship is a mutual subscription.
+
+    @inlineCallbacks
+    def _subscribe(self, peer: str, el: domish.Element):
+        roster = self.server.roster
+        friends = yield roster.friend_ids(self.uid)
+        if peer in friends:
+            # Subscribed already (RFC 6121 3.1.3): nothing to ask.
+            return
+        note = text_of(first_child(el, NS_CLIENT, "status"))
+        yield roster.request(self.uid, peer, el.getAttribute("id") or uuid.uuid4().hex, note, origin=self.session)
+
+    @inlineCallbacks
+    def _asked_by(self, peer: str):
+        pending = yield self.server.roster.pending_requests(self.uid, False)
+        return any(r.msgfrom == peer for r in pending)
+
+    @inlineCallbacks
+    def _subscribed(self, peer: str, el: domish.Element):
+        # Without a pending request there is nothing to approve (RFC 6121
+        # 3.1.5: ignored; clients send it again when they resync).
+        if (yield self._asked_by(peer)):
+            yield self.server.roster.answer_from(self.uid, peer, True, origin=self.session)
+
+    @inlineCallbacks
+    def _unsubscribed(self, peer: str, el: domish.Element):
+        if (yield self._asked_by(peer)):
+            yield self.server.roster.answer_from(self.uid, peer, False, origin=self.session)
+        else:
+            yield self._unfriend(peer)
+
+    @inlineCallbacks
+    def _unfriend(self, peer: str):
+        friends = yield self.server.roster.friend_ids(self.uid)
+        if peer in friends:
+            yield self.server.roster.remove(self.uid, peer, origin=self.session)
+
+    def _unsubscribe(self, peer: str, el: domish.Element):
+        return self._unfriend(peer)
 
     def _speaks_tlim(self) -> None:
         if not self.session.tlim:
@@ -697,6 +755,14 @@ def _sasl_el(name: str, data: bytes) -> domish.Element:
     if data:
         el.addContent(sasl.encode64(data))
     return el
+
+
+_SUBSCRIPTIONS = {
+    "subscribe": XmppProtocol._subscribe,
+    "subscribed": XmppProtocol._subscribed,
+    "unsubscribed": XmppProtocol._unsubscribed,
+    "unsubscribe": XmppProtocol._unsubscribe,
+}
 
 
 class XmppFactory(ChannelFactory):
