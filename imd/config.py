@@ -47,6 +47,19 @@ def _not_negative(value: int) -> None:
         raise ValueError("must not be negative")
 
 
+def _at_least(floor: int) -> Callable[[int], None]:
+    def check(value: int) -> None:
+        if value < floor:
+            raise ValueError(f"must be at least {floor}")
+
+    return check
+
+
+def _domain(value: str) -> None:
+    if not value or len(value) > 253 or any(c in value for c in "@/ \t\r\n<>&'\""):
+        raise ValueError("must be a host name (no @, /, spaces or markup)")
+
+
 def _choice(*allowed: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         if value not in allowed:
@@ -110,7 +123,21 @@ class SocketConfig:
 @dataclass(frozen=True)
 class XmppConfig:
     endpoint: str = key("tcp:5222:interface=127.0.0.1:backlog=20000", _endpoint)
-    domain: str = key("localhost")
+    domain: str = key("localhost", _domain, "XMPP domain: a user's JID is uid@domain")
+    tls_cert: str = key("", doc="PEM certificate file for STARTTLS; empty: no TLS")
+    tls_key: str = key("", doc="PEM private key file for STARTTLS")
+    require_tls: bool = key(False, doc="refuse to authenticate before STARTTLS")
+    plain_without_tls: bool = key(False, doc="offer SASL PLAIN on a stream without TLS")
+    scram_iterations: int = key(4096, _at_least(4096), "PBKDF2 iterations of new SCRAM keys")
+    resume_timeout: int = key(300, _positive, "seconds a dead stream stays resumable (XEP-0198)")
+    max_stanza: int = key(262_144, _positive, "largest stanza accepted, in bytes")
+    idle_timeout: int = key(300, _positive)
+
+    def check(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("xmpp.tls_cert and xmpp.tls_key are set together or not at all")
+        if self.require_tls and not self.tls_cert:
+            raise ConfigError("xmpp.require_tls needs xmpp.tls_cert and xmpp.tls_key")
 
 
 @dataclass(frozen=True)

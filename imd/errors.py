@@ -74,6 +74,12 @@ class NotFound(IMError):
     status = 404
 
 
+class UnknownUser(NotFound):
+    """A request names a user who does not exist."""
+
+    code = "unknown_user"
+
+
 class MethodNotAllowed(IMError):
     """The path does not take this method."""
 

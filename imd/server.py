@@ -138,7 +138,13 @@ class Server:
 
         guard = LoginGuard(self.hub.counters, self.config.limits, self.metrics)
         return AccountService(
-            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor, guard=guard
+            self.store,
+            self.config.auth,
+            self.config.sms,
+            self.sms_gateway,
+            self.reactor,
+            scram_iterations=self.config.xmpp.scram_iterations,
+            guard=guard,
         )
 
     @cached_property
@@ -194,14 +200,22 @@ class Server:
         from imd.channels.methodapi import routes
         from imd.channels.native import api as native
         from imd.channels.shared.web import Root
+        from imd.channels.xmpp import routes as sessions
 
         native_app = native.make_app(self)
-        families = [native_app, qid.make_app(self), files.make_app(self), routes.make_app(self)]
+        families = [
+            native_app,
+            qid.make_app(self),
+            files.make_app(self),
+            routes.make_app(self),
+            sessions.make_app(self),
+        ]
         return Root(families, fallback=native_app)
 
     def make_service(self) -> MultiService:
         from imd.channels.longconn.protocol import LongConnFactory
         from imd.channels.methodapi.socket import SocketFactory
+        from imd.channels.xmpp.protocol import XmppFactory
 
         self.service = top = MultiService()
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
@@ -224,6 +238,7 @@ class Server:
         for name, endpoint, factory in (
             ("longconn", self.config.longconn.endpoint, LongConnFactory),
             ("socket", self.config.socket.endpoint, SocketFactory),
+            ("xmpp", self.config.xmpp.endpoint, XmppFactory),
         ):
             if endpoint:
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)

@@ -126,6 +126,40 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertIn("result:", out.decode())
 
 
+    @inlineCallbacks
+    def test_p2p_over_xmpp(self):
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        result = os.path.join(cwd, "result.json")
+        args = (
+            "-m", "imd.bench", "p2p", "--proto", "xmpp", "--users", "4", "--duration", "0.5", "--warmup", "0.2",
+            "--runs", "1", "--drain", "3", "--quiet", "--no-progress", "--json", result,
+        )
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, args, env=child_env(), path=cwd, reactor=reactor
+        )
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        with open(result) as f:
+            doc = json.load(f)
+        self.assertEqual(doc["target"]["proto"], "xmpp")
+        p2p = doc["scenarios"]["p2p"]
+        self.assertEqual(set(p2p["systems"]), {"imd"})
+        run = p2p["systems"]["imd"]["runs"][0]
+        self.assertGreater(run["delivered"], 0)
+        self.assertEqual((run["undelivered"], run["unacked"], run["ack_errors"], run["disconnected"]), (0, 0, 0, 0), run["first_error"])
+        for what in ("delivery", "ack"):
+            self.assertGreater(run[what]["count"], 0)
+        self.assertEqual(doc["server_log_errors"], [])
+
+    @inlineCallbacks
+    def test_xmpp_is_for_connect_and_p2p(self):
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ("-m", "imd.bench", "group", "--proto", "xmpp"), env=child_env(), reactor=reactor
+        )
+        self.assertEqual(code, 2)
+        self.assertIn(b"--proto xmpp measures the connect and p2p scenarios only", err)
+
+
 class PostgresPopulationTests(unittest.TestCase):
     if POSTGRES_URL is None:
         skip = "IMD_TEST_POSTGRES_URL is not set"

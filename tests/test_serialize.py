@@ -11,6 +11,8 @@ from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn import serialize as longconn
 from imd.channels.longconn.wiretime import format_time
 from imd.channels.methodapi import serialize as methodapi
+from imd.channels.xmpp import envelope
+from imd.channels.xmpp import serialize as xmpp
 from imd.core import events
 from imd.core.groups import group_data, invite_data, member_data
 from imd.core.messages import message_data
@@ -114,6 +116,23 @@ class MessageTests(unittest.TestCase):
                 self.assertEqual((body["body"], body["recalled"]), ("", "1"))
             push = methodapi.event(Event(events.MESSAGE, data))
             self.assertEqual((push["content"], push["recalled"]), ("", True))
+            for tlim in (False, True):
+                stanza = xmpp.event(xmpp.Target("localhost", "bob", "pad", tlim), Event(events.MESSAGE, data))
+                self.assertNotIn("secret", stanza.toXml())
+
+    def test_xmpp_plain_and_tlim(self):
+        data = self.message(client_time="1599218283837")
+        plain = xmpp.event(xmpp.Target("localhost", "bob", "pad", False), Event(events.MESSAGE, data))
+        self.assertEqual((plain["from"], plain["to"], plain["type"], plain["id"]), ("alice@localhost/pc", "bob@localhost/pad", "chat", "m1"))
+        self.assertEqual(str(plain.body), "secret")
+        tlim = xmpp.event(xmpp.Target("localhost", "bob", "pad", True), Event(events.MESSAGE, data))
+        doc = envelope.parse(str(tlim.body))
+        self.assertEqual((doc.action, doc.msgid, doc.to, doc.kind, doc.content, doc.client_time), ("send", "m1", "bob", "text", "secret", "1599218283837"))
+        group = self.message(to_uid=None, gid="g1", group_seq=3, kind="image", body="f1")
+        stanza = xmpp.event(xmpp.Target("localhost", "bob", "pad", True), Event(events.MESSAGE, group))
+        self.assertEqual((stanza["from"], stanza["type"]), ("g1@localhost/alice", "groupchat"))
+        doc = envelope.parse(str(stanza.body))
+        self.assertEqual((doc.gid, doc.kind, doc.content), ("g1", "image", "f1"))
 
 
 class ParseTests(unittest.TestCase):

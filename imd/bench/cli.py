@@ -25,6 +25,7 @@ examples:
   python -m imd.bench group --members 1000 --messages 10
   python -m imd.bench presence --users 1000 --friends 10
   python -m imd.bench p2p --host 10.0.0.5 --port 8283 --database postgresql://imd@10.0.0.5/imd --server-pid 4242
+  python -m imd.bench p2p --proto xmpp --mode fixed --rate 500
 
 Without --host the tool starts a fresh imd itself (twistd -n imd on free loopback ports, a new
 SQLite file or a new Postgres schema, dropped afterwards) and the bare relay for comparison.
@@ -57,7 +58,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--server-env", action="append", default=[], metavar="IMD_KEY=VALUE",
                    help="extra environment for the server the tool starts (repeatable), e.g. IMD_DATABASE_POOL_SIZE=10")
     g.add_argument("--host", default=None, help="benchmark a running server on this host instead of starting one")
-    g.add_argument("--port", type=int, default=8283, help="its long-connection port (default 8283)")
+    g.add_argument("--port", type=int, default=None,
+                   help="its long-connection port (default 8283), or its XMPP port with --proto xmpp (default 5222)")
+    g.add_argument("--proto", choices=("longconn", "xmpp"), default="longconn",
+                   help="what the clients speak: the seed-001 long connection (default) or XMPP "
+                        "(SASL PLAIN with a token, stream management; connect and p2p only, no relay)")
     g.add_argument("--server-pid", type=int, default=None, metavar="PID",
                    help="with --host on this machine: the server's pid, to read its memory and CPU")
     g.add_argument("--keep-users", action="store_true", help="with --host: leave the benchmark's users in the database")
@@ -122,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.procs < 1:
         p.error("--procs must be at least 1")
+    if args.proto == "xmpp":
+        if args.scenario not in ("connect", "p2p"):
+            p.error("--proto xmpp measures the connect and p2p scenarios only")
+        # The bare relay speaks the long connection only.
+        args.relay = False
     return run(args, argv)
 
 
@@ -157,14 +167,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.host:
             if not args.database or "://" not in args.database:
                 raise BenchError("with --host, --database must be the URL of that server's database (to create users)")
-            target = Target("remote", args.host, args.port, pid=args.server_pid,
-                            backend=args.database.split(":", 1)[0].split("+")[0])
+            port = args.port or (5222 if args.proto == "xmpp" else 8283)
+            target = Target("remote", args.host, port, pid=args.server_pid,
+                            backend=args.database.split(":", 1)[0].split("+")[0], proto=args.proto)
             population = Population(args.database, time_cost=3, memory_kib=65536)
             prefix = f"b{secrets.token_hex(2)}"
         else:
             url, backend, cleanup_db = fresh_database(args.database)
             env = dict(kv.split("=", 1) for kv in args.server_env)
-            server = ImdProcess(url, backend, env)
+            server = ImdProcess(url, backend, env, proto=args.proto)
             _say(args, f"starting imd on {backend} …")
             target = server.start()
             _say(args, f"imd pid {target.pid} listening on {target.host}:{target.port}")

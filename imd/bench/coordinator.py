@@ -94,7 +94,7 @@ class WorkerPool:
             os.close(fd)
             self.processes.append(process)
             threading.Thread(target=self._read, args=(i, process), daemon=True).start()
-            self.send(i, {"index": i, "host": target.host, "port": target.port, **spec})
+            self.send(i, {"index": i, "host": target.host, "port": target.port, "proto": target.proto, **spec})
         self.wait("hello", timeout=60)
 
     def _read(self, i: int, process: subprocess.Popen) -> None:

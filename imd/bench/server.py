@@ -61,6 +61,8 @@ class Target:
     pid: int | None = None
     backend: str | None = None
     info: dict = field(default_factory=dict)
+    # What the load generators speak: "longconn" (seed 001) or "xmpp".
+    proto: str = "longconn"
 
     def rss_kib(self) -> int | None:
         return None if self.pid is None else rss_kib(self.pid)
@@ -72,6 +74,7 @@ class Target:
             "port": self.port,
             "pid": self.pid,
             "backend": self.backend,
+            "proto": self.proto,
             "fd_limit": None if self.pid is None else process_fd_limit(self.pid),
             **self.info,
         }
@@ -80,16 +83,17 @@ class Target:
 class ImdProcess:
     """A fresh imd server on a database URL, started and stopped by the tool."""
 
-    def __init__(self, database_url: str, backend: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, database_url: str, backend: str, env: dict[str, str] | None = None, proto: str = "longconn") -> None:
         self.database_url = database_url
         self.backend = backend
+        self.proto = proto
         self.extra_env = dict(env or {})
         self.workdir = tempfile.mkdtemp(prefix="imd-bench-server-")
         self.logfile = os.path.join(self.workdir, "twistd.log")
         self.process: subprocess.Popen | None = None
         self.target: Target | None = None
 
-    def env(self, http_port: int, longconn_port: int) -> dict[str, str]:
+    def env(self, http_port: int, longconn_port: int, xmpp_port: int | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMD_")}
         root = repo_root()
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -97,7 +101,9 @@ class ImdProcess:
             IMD_HTTP_ENDPOINT=f"tcp:{http_port}:interface=127.0.0.1",
             IMD_LONGCONN_ENDPOINT=f"tcp:{longconn_port}:interface=127.0.0.1",
             IMD_SOCKET_ENDPOINT="",
-            IMD_XMPP_ENDPOINT="",
+            IMD_XMPP_ENDPOINT="" if xmpp_port is None else f"tcp:{xmpp_port}:interface=127.0.0.1",
+            # The benchmark's users log in with tokens (SASL PLAIN) on loopback.
+            IMD_XMPP_PLAIN_WITHOUT_TLS="true",
             IMD_DATABASE_URL=self.database_url,
             IMD_AUTH_HASH_TIME_COST="1",
             IMD_AUTH_HASH_MEMORY_KIB="1024",
@@ -106,12 +112,12 @@ class ImdProcess:
         return env
 
     def start(self) -> Target:
-        http_port, longconn_port = free_ports(2)
+        http_port, longconn_port, xmpp_port = free_ports(3)
         args = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", f"--logfile={self.logfile}", "imd"]
         self.process = subprocess.Popen(
             args,
             cwd=self.workdir,
-            env=self.env(http_port, longconn_port),
+            env=self.env(http_port, longconn_port, xmpp_port if self.proto == "xmpp" else None),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.workdir, "stderr.txt"), "wb"),
@@ -136,10 +142,11 @@ class ImdProcess:
         self.target = Target(
             "imd",
             "127.0.0.1",
-            longconn_port,
+            xmpp_port if self.proto == "xmpp" else longconn_port,
             pid=self.process.pid,
             backend=self.backend,
             info={"http": base, "version": health.get("version"), "log": self.logfile},
+            proto=self.proto,
         )
         return self.target
 

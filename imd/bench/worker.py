@@ -29,8 +29,9 @@ from twisted.protocols.basic import LineReceiver
 
 from imd.bench.limits import raise_fd_limit
 from imd.bench.stats import Histogram
-from imd.channels.longconn.msgtypes import IM_MESSAGE, IM_MESSAGE_ACK, IM_PRESENCE
+from imd.channels.longconn.msgtypes import IM_MESSAGE, IM_MESSAGE_ACK, IM_PING, IM_PRESENCE
 from imd.channels.longconn.client import LongConnClient, connect
+from imd.channels.xmpp.client import XmppClient, connect_xmpp
 
 MESSAGE_TYPE = str(IM_MESSAGE)
 PROGRESS_EVERY = 0.5
@@ -62,6 +63,7 @@ class Worker:
         self.partner: dict[str, str] = spec.get("partner", {})
         self.friends: dict[str, list[str]] = spec.get("friends", {})
         self.users: list[str] = spec["users"]
+        self.proto = spec.get("proto", "longconn")
         self.clients: dict[str, LongConnClient] = {}
         self.disconnected = 0
         self.run: Any = None
@@ -73,7 +75,7 @@ class Worker:
         if self.run is None:
             for client in self.clients.values():
                 if not client._lost:
-                    client.send_frame(65538, {})
+                    client.send_frame(IM_PING, {})
 
     # -- commands -----------------------------------------------------------
 
@@ -94,6 +96,15 @@ class Worker:
     @inlineCallbacks
     def _login_one(self, uid: str, hist: Histogram, errors: list, on_push: Any = None):
         started = monotonic()
+        if self.proto == "xmpp":
+            client = yield self._login_xmpp(uid, errors)
+            if client is None:
+                return None
+            client.on_push = on_push or _drop
+            client.closed.addCallback(self._lost, uid, client)
+            hist.add(monotonic() - started)
+            self.clients[uid] = client
+            return client
         try:
             client = yield connect(reactor, self.host, self.port, timeout=30)
         except Exception as e:
@@ -116,6 +127,24 @@ class Worker:
         hist.add(monotonic() - started)
         self.clients[uid] = client
         return client
+
+    @inlineCallbacks
+    def _login_xmpp(self, uid: str, errors: list):
+        try:
+            xmpp = yield connect_xmpp(reactor, self.host, self.port, timeout=30)
+        except Exception as e:
+            errors.append(f"connect: {type(e).__name__}: {e}"[:200])
+            return None
+        try:
+            if self.tokens.get(uid):
+                yield xmpp.login(uid, self.tokens[uid], "bench", plain=True)
+            else:
+                yield xmpp.login(uid, self.password, "bench")
+        except Exception as e:
+            errors.append(f"auth: {type(e).__name__}: {e}"[:200])
+            xmpp.close()
+            return None
+        return XmppAsLongConn(xmpp)
 
     def _lost(self, _: Any, uid: str, client: LongConnClient) -> None:
         if self.clients.get(uid) is client:
@@ -170,6 +199,45 @@ class Worker:
     def finished(self, event: str, **fields: Any) -> None:
         self.run = None
         emit(event, disconnected=self.disconnected, **fields)
+
+
+class XmppAsLongConn:
+    """
+    An XMPP client as the runs drive a long-connection client: a message
+    sent as an IM_MESSAGE frame, its confirmation (the server's <a h>
+    counting it, once committed) pushed as IM_MESSAGE_ACK, and messages
+    received as IM_MESSAGE.  Received messages are acknowledged by stream
+    management, so the runs' own acknowledgements are not sent.
+    """
+
+    def __init__(self, client: XmppClient) -> None:
+        self.client = client
+        self.transport = client.transport
+        self.closed = client.closed
+        self.on_push: Any = _drop
+        client.on_message = lambda sender, msgid, body: self.on_push(IM_MESSAGE, {"msgid": msgid, "from": sender, "body": body})
+        client.on_error = lambda msgid, text: self.on_push(
+            IM_MESSAGE_ACK, {"type": MESSAGE_TYPE, "msgid": msgid, "err": text or "refused"}
+        )
+
+    @property
+    def _lost(self) -> bool:
+        return self.client._lost
+
+    def send_frame(self, msgtype: int, body: dict) -> None:
+        if msgtype == IM_MESSAGE:
+            msgid = body["msgid"]
+            d = self.client.send_message(body["to"], body["body"], msgid)
+            d.addCallbacks(
+                lambda _: self.on_push(IM_MESSAGE_ACK, {"type": MESSAGE_TYPE, "msgid": msgid, "err": ""}),
+                lambda f: None,
+            )
+        elif msgtype == IM_PING:
+            # Whitespace keeps an XMPP stream alive.
+            self.client.write(" ")
+
+    def close(self) -> Any:
+        return self.client.close()
 
 
 def at(when: float, fn: Any, *args: Any) -> Any:

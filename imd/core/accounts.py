@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succe
 from twisted.logger import Logger
 
 from imd.config import AuthConfig, SmsConfig
+from imd.core import scram
 from imd.core.passwords import PasswordHasher
 from imd.errors import (
     BadCredentials,
@@ -119,11 +120,13 @@ class AccountService:
         reactor: Any,
         clock: Any = None,
         guard: Any = None,
+        scram_iterations: int = 4096,
     ) -> None:
         """
         C{reactor} runs password hashing on its thread pool; C{clock}
         (default: the reactor) tells the time, so tests can move it.
-        C{guard} (a L{imd.core.logins.LoginGuard}) slows down failed logins.
+        C{guard} (a L{imd.core.logins.LoginGuard}) slows down failed logins;
+        C{scram_iterations} is the PBKDF2 count of new SCRAM keys.
         """
         self._users = store.users
         self._tokens = store.tokens
@@ -134,6 +137,7 @@ class AccountService:
         self._clock = reactor if clock is None else clock
         self.hasher = PasswordHasher(reactor, auth.hash_time_cost, auth.hash_memory_kib)
         self._guard = guard
+        self._scram_iterations = scram_iterations
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -150,6 +154,8 @@ class AccountService:
         if password is not None:
             password_hash = yield self.hasher.hash(check_password(password))
         user = yield self._users.create(uid, password_hash, self._now(), telephone, name)
+        if password is not None:
+            yield self._store_scram_keys(uid, password)
         log.info("account {uid} created", uid=uid)
         returnValue(user)
 
@@ -178,16 +184,26 @@ class AccountService:
         Run C{attempt()} (a login) unless C{address} must wait after failing
         on C{account}; a failure of its credentials counts against both.
         """
-        if self._guard is None:
-            return (yield attempt())
-        yield self._guard.check(account, address, path)
+        yield self.login_allowed(account, address, path)
         try:
             result = yield attempt()
         except Unauthenticated:
-            yield self._guard.failed(account, address)
+            yield self.login_failed(account, address)
             raise
-        yield self._guard.succeeded(account, address)
+        yield self.login_succeeded(account, address)
         return result
+
+    # The steps of L{guarded}, for a login of several round trips (SCRAM).
+
+    def login_allowed(self, account: str, address: str | None, path: str) -> Deferred:
+        """Fails with RateLimited while C{address} must wait to try C{account}."""
+        return succeed(None) if self._guard is None else self._guard.check(account, address, path)
+
+    def login_failed(self, account: str, address: str | None) -> Deferred:
+        return succeed(None) if self._guard is None else self._guard.failed(account, address)
+
+    def login_succeeded(self, account: str, address: str | None) -> Deferred:
+        return succeed(None) if self._guard is None else self._guard.succeeded(account, address)
 
     def login(self, uid: Any, password: Any, address: str | None = None):
         """Log in by user id and password; a new token."""
@@ -206,8 +222,30 @@ class AccountService:
         if self.hasher.needs_rehash(user.password_hash):
             new_hash = yield self.hasher.hash(password)
             yield self._users.set_password_hash(uid, new_hash, self._now())
+        keys = yield self._users.scram_keys(uid)
+        if len(keys) < len(scram.HASHES) or any(k["iterations"] != self._scram_iterations for k in keys):
+            # An account older than its SCRAM keys, or keys of another
+            # iteration count: the password is at hand only now.
+            yield self._store_scram_keys(uid, password)
         session = yield self.issue_token(uid)
         returnValue(session)
+
+    @inlineCallbacks
+    def _store_scram_keys(self, uid: str, password: str):
+        keys = yield self.hasher.scram_keys(password, self._scram_iterations)
+        yield self._users.set_scram_keys(uid, [scram.encode(k) for k in keys])
+
+    @inlineCallbacks
+    def scram_keys(self, uid: Any, mechanism: str):
+        """
+        C{uid}'s keys for SCRAM C{mechanism}, or None (no such user, a
+        disabled one, or one that has not logged in by password since
+        SCRAM keys were kept).
+        """
+        if not isinstance(uid, str) or not UID_RE.match(uid) or mechanism not in scram.HASHES:
+            returnValue(None)
+        rows = yield self._users.scram_keys(uid, mechanism)
+        returnValue(scram.decode(rows[0]) if rows else None)
 
     def login_by_telephone(self, telephone: Any, password: Any = None, sms_code: Any = None, address: str | None = None):
         """
@@ -293,6 +331,7 @@ class AccountService:
     def _set_password(self, uid: str, new: Any, keep: str | None):
         new_hash = yield self.hasher.hash(check_password(new))
         yield self._users.set_password_hash(uid, new_hash, self._now())
+        yield self._store_scram_keys(uid, new)
         revoked = yield self._tokens.revoke_all(uid, keep=None if keep is None else token_hash(keep))
         log.info("password of {uid} changed; {revoked} tokens revoked", uid=uid, revoked=revoked)
 

@@ -26,6 +26,11 @@ group.data           a group and its members, for a new member
 group.member_added   a member (uid, name, role, joined_at) and its gid,
                      for the others
 group.leave          {"msgid", "from", "gid"}: a member left
+group.changed        {"gid", "name", "owner", "added", "removed", "members",
+                     "time"}: the owner renamed a group or changed its
+                     members, for its members before and after
+group.deleted        {"gid", "owner", "time"}: the owner deleted a group,
+                     for its last members
 receipt              {"msgid", "from", "kind", "gid"?} for a message's sender
 recall               {"msgid", "from", "to" | "gid"}
 """
@@ -41,5 +46,7 @@ GROUP_INVITE = "group.invite"
 GROUP_DATA = "group.data"
 GROUP_MEMBER_ADDED = "group.member_added"
 GROUP_LEAVE = "group.leave"
+GROUP_CHANGED = "group.changed"
+GROUP_DELETED = "group.deleted"
 RECEIPT = "receipt"
 RECALL = "recall"

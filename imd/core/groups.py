@@ -11,13 +11,16 @@ from twisted.internet.defer import inlineCallbacks, returnValue
 from twisted.logger import Logger
 
 from imd.core import events, fields
-from imd.errors import Conflict, Forbidden, InvalidField, NotFound
+from imd.errors import Conflict, Forbidden, InvalidField, NotFound, UnknownUser
 from imd.hub.interfaces import Event
 from imd.store.groups import Group, GroupInvite, Member
 
 log = Logger()
 PRIVATE, PUBLIC = 1, 2
 MAX_INVITES = 200
+# Members one request may add to or remove from a group at once.
+MAX_MEMBERS = 500
+NAME_LENGTH = 128
 
 
 def invite_data(invite: GroupInvite) -> dict[str, Any]:
@@ -189,6 +192,101 @@ class GroupService:
         remaining = yield self._groups.member_ids(group.gid)
         data = {"msgid": msgid or "", "from": uid, "gid": group.gid}
         self._hub.deliver(remaining + [uid], Event(events.GROUP_LEAVE, data), exclude=origin)
+
+    # -- groups whose owner sets the members (no invitations) ----------------
+
+    @inlineCallbacks
+    def _existing_users(self, what: str, uids: Any) -> Any:
+        """C{uids}, each a user who exists; the users, in order, without repeats."""
+        if not isinstance(uids, list) or len(uids) > MAX_MEMBERS:
+            raise InvalidField(f"{what} must be a list of at most {MAX_MEMBERS} user ids")
+        users = []
+        for uid in dict.fromkeys(fields.uid(what, u) for u in uids):
+            user = yield self._users.get(uid)
+            if user is None:
+                raise UnknownUser(f"no user {uid}")
+            users.append(user)
+        returnValue(users)
+
+    @inlineCallbacks
+    def create_with_members(self, uid: str, members: Any, name: Any = None):
+        """
+        A group owned by C{uid} whose members are C{uid} and C{members},
+        added without invitations; its name, when none is given, is its
+        members' names.  Every member's sessions get the group.  Returns
+        (group, members).
+        """
+        users = yield self._existing_users("members", members)
+        if name is None or name == "":
+            owner = yield self._users.get(uid)
+            names = [u.name or u.uid for u in ([owner] + [u for u in users if u.uid != uid])]
+            name = ",".join(names)[:NAME_LENGTH]
+        name = fields.text("name", name, NAME_LENGTH)
+        group = yield self._groups.create_with_members(
+            secrets.token_hex(8), name, uid, [u.uid for u in users], self._now()
+        )
+        members = yield self._groups.members(group.gid)
+        self._hub.deliver([m.uid for m in members], Event(events.GROUP_DATA, group_data(group, members)))
+        log.info("{uid} created group {gid} with {n} members", uid=uid, gid=group.gid, n=len(members))
+        returnValue((group, members))
+
+    @inlineCallbacks
+    def _owned(self, uid: str, gid: Any) -> Any:
+        gid = fields.gid("gid", gid)
+        group = yield self._groups.get(gid)
+        if group is None:
+            raise NotFound(f"no group {gid}")
+        if group.creator != uid:
+            raise Forbidden(f"only the owner of group {gid} may change it")
+        returnValue(group)
+
+    @inlineCallbacks
+    def change(self, uid: str, gid: Any, name: Any = None, add: Any = (), remove: Any = ()):
+        """
+        The owner renames C{gid} (C{name} not None) and adds and removes
+        members.  New members get the group; members before and after get
+        L{events.GROUP_CHANGED}.  Returns the time of the change (ms).
+        """
+        group = yield self._owned(uid, gid)
+        if name is not None:
+            name = fields.text("name", name, NAME_LENGTH)
+        added = yield self._existing_users("add", list(add))
+        removed = yield self._existing_users("remove", list(remove))
+        if any(u.uid == uid for u in removed):
+            raise InvalidField("the owner cannot be removed from its group; delete the group instead")
+        before = yield self._groups.member_ids(group.gid)
+        now = self._now()
+        added, removed = yield self._groups.change(
+            group.gid, name, [u.uid for u in added], [u.uid for u in removed], now
+        )
+        group = yield self._groups.get(group.gid)
+        members = yield self._groups.members(group.gid)
+        after = [m.uid for m in members]
+        if added:
+            self._hub.deliver(added, Event(events.GROUP_DATA, group_data(group, members)))
+        data = {
+            "gid": group.gid,
+            "name": group.name,
+            "owner": uid,
+            "added": added,
+            "removed": removed,
+            "members": after,
+            "time": now,
+        }
+        told = [m for m in dict.fromkeys(before + after) if m not in added]
+        self._hub.deliver(told, Event(events.GROUP_CHANGED, data))
+        returnValue(now)
+
+    @inlineCallbacks
+    def delete(self, uid: str, gid: Any):
+        """The owner deletes C{gid}, its members and its messages; returns the time (ms)."""
+        group = yield self._owned(uid, gid)
+        members = yield self._groups.member_ids(group.gid)
+        yield self._groups.delete(group.gid)
+        now = self._now()
+        self._hub.deliver(members, Event(events.GROUP_DELETED, {"gid": group.gid, "owner": uid, "time": now}))
+        log.info("{uid} deleted group {gid}", uid=uid, gid=group.gid)
+        returnValue(now)
 
     def groups_of(self, uid: str):
         return self._groups.groups_of(uid)

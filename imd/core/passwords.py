@@ -10,6 +10,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
+from imd.core import scram
+
 
 class PasswordHasher:
     """
@@ -44,3 +46,7 @@ class PasswordHasher:
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._argon2.check_needs_rehash(password_hash)
+
+    def scram_keys(self, password: str, iterations: int) -> "Deferred[list[scram.ScramKeys]]":
+        """The SCRAM keys of C{password}, one per mechanism (PBKDF2: off the reactor too)."""
+        return self._run(scram.derive_all, password, iterations)

@@ -262,6 +262,60 @@ class GroupStore:
 
         return self._db.run("groups.add_member", thd)
 
+    def create_with_members(
+        self, gid: str, name: str, creator: str, members: list[str], now: int
+    ) -> "Deferred[Group]":
+        """A group of C{creator} (admin) and C{members}, in one transaction."""
+
+        def thd(conn: Connection) -> Group:
+            conn.execute(
+                insert(s.groups).values(
+                    gid=gid, name=name, creator=creator, type=1, exitable=True, created_at=now, updated_at=now
+                )
+            )
+            _add_member(conn, gid, creator, 1, "", now)
+            for uid in members:
+                if uid != creator:
+                    _add_member(conn, gid, uid, 0, "", now)
+            return _group(conn.execute(select(*_GROUP_COLUMNS).where(g.gid == gid)).first())
+
+        return self._db.run("groups.create_with_members", thd)
+
+    def change(
+        self, gid: str, name: str | None, add: list[str], remove: list[str], now: int
+    ) -> "Deferred[tuple[list[str], list[str]]]":
+        """
+        Rename C{gid} (unless C{name} is None) and add and remove members,
+        in one transaction; returns (added, removed): those that changed.
+        """
+
+        def thd(conn: Connection) -> tuple[list[str], list[str]]:
+            values = {"updated_at": now}
+            if name is not None:
+                values["name"] = name
+            conn.execute(update(s.groups).where(g.gid == gid).values(**values))
+            current = set(conn.execute(select(gm.uid).where(gm.gid == gid)).scalars())
+            added = [uid for uid in dict.fromkeys(add) if uid not in current]
+            for uid in added:
+                _add_member(conn, gid, uid, 0, "", now)
+            removed = [uid for uid in dict.fromkeys(remove) if uid in current and uid not in added]
+            if removed:
+                conn.execute(delete(s.group_members).where(gm.gid == gid, gm.uid.in_(removed)))
+            return added, removed
+
+        return self._db.run("groups.change", thd)
+
+    def delete(self, gid: str) -> "Deferred[bool]":
+        """Delete C{gid} with its members, invites and messages."""
+
+        def thd(conn: Connection) -> bool:
+            conn.execute(delete(s.group_members).where(gm.gid == gid))
+            conn.execute(delete(s.group_invites).where(s.group_invites.c.gid == gid))
+            conn.execute(delete(s.messages).where(s.messages.c.gid == gid))
+            return conn.execute(delete(s.groups).where(g.gid == gid)).rowcount == 1
+
+        return self._db.run("groups.delete", thd)
+
     def remove_member(self, gid: str, uid: str) -> "Deferred[bool]":
         def thd(conn: Connection) -> bool:
             return conn.execute(

@@ -86,6 +86,20 @@ tokens = Table(
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
 
+# SCRAM (RFC 5802) keys derived from the password, one row per hash
+# function, so a client can prove its password without the server ever
+# seeing it; written whenever the argon2 hash is.
+scram_keys = Table(
+    "scram_keys",
+    metadata,
+    _uid_fk(primary_key=True),
+    Column("mechanism", String(32), primary_key=True),
+    Column("salt", String(64), nullable=False),
+    Column("iterations", Integer, nullable=False),
+    Column("stored_key", String(128), nullable=False),
+    Column("server_key", String(128), nullable=False),
+)
+
 sms_codes = Table(
     "sms_codes",
     metadata,

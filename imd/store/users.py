@@ -103,6 +103,35 @@ class UserStore:
 
         return self._db.run("users.set_password_hash", thd)
 
+    def set_scram_keys(self, uid: str, rows: list[dict]) -> "Deferred[None]":
+        """Replace C{uid}'s SCRAM keys with C{rows} (one per mechanism)."""
+
+        def thd(conn: Connection) -> None:
+            conn.execute(delete(s.scram_keys).where(s.scram_keys.c.uid == uid))
+            if rows:
+                conn.execute(insert(s.scram_keys), [dict(row, uid=uid) for row in rows])
+
+        return self._db.run("users.set_scram_keys", thd)
+
+    def scram_keys(self, uid: str, mechanism: str | None = None) -> "Deferred[list[dict]]":
+        """
+        C{uid}'s SCRAM keys (of C{mechanism} only, when given); none for
+        a disabled account.
+        """
+
+        def thd(conn: Connection) -> list[dict]:
+            k = s.scram_keys.c
+            query = (
+                select(k.mechanism, k.salt, k.iterations, k.stored_key, k.server_key)
+                .join(s.users, s.users.c.uid == k.uid)
+                .where(k.uid == uid, s.users.c.disabled.is_(False))
+            )
+            if mechanism is not None:
+                query = query.where(k.mechanism == mechanism)
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+        return self._db.run("users.scram_keys", thd)
+
     def list(self, after: str = "", limit: int = 100) -> "Deferred[list[User]]":
         """Users ordered by uid, starting after C{after}."""
 

@@ -125,7 +125,7 @@ class FramedProtocol(Protocol):
             self.count_error("auth_timeout")
             self.refuse_connection("auth_timeout", f"authenticate within {timeout} s of connecting")
 
-    def _authenticated(self) -> None:
+    def _no_longer_waiting(self) -> None:
         """Neither the deadline nor the per-address count concern this connection any more."""
         if self._auth_deadline is not None:
             if self._auth_deadline.active():
@@ -247,7 +247,7 @@ class FramedProtocol(Protocol):
 
     def start_session(self, uid: str, resource: str, token: str, show: str | None = None) -> ChannelSession:
         """The client authenticated as C{uid} with C{token}: it is live from now on."""
-        self._authenticated()
+        self._no_longer_waiting()
         self.token = LiveToken(self.server.accounts, token, self.server.reactor)
         self.session = self.session_class(self, uid, resource, show)
         self.server.hub.register(self.session)
@@ -336,7 +336,7 @@ class FramedProtocol(Protocol):
         self.close()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._authenticated()
+        self._no_longer_waiting()
         self.factory.idle.discard(self)
         self._closing = True
         self._queue.clear()

@@ -1,0 +1,44 @@
+"""imd's own small XMPP client (the benchmark's) against the server."""
+
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredQueue, inlineCallbacks
+from twisted.trial import unittest
+
+from imd.channels.longconn import msgtypes as T
+from imd.channels.xmpp.client import XmppError, connect_xmpp
+from tests.support import SQLiteBackend
+from tests.test_xmpp import XmppTestMixin
+
+
+class ClientTests(SQLiteBackend, XmppTestMixin, unittest.TestCase):
+    @inlineCallbacks
+    def client(self, server, uid, password="secret1"):
+        client = yield connect_xmpp(reactor, *server.address("xmpp"))
+        self.addCleanup(client.close)
+        yield client.login(uid, password)
+        return client
+
+    @inlineCallbacks
+    def test_login_chat_and_confirmation_after_commit(self):
+        server = self.start_server()
+        jack = yield self.user(server, "jack")
+        yield server.accounts.register("rose", "secret1")
+        rose = yield self.client(server, "rose")
+        received = DeferredQueue()
+        rose.on_message = lambda *m: received.put(m)
+        yield rose.send_message("jack", "hello <&>", msgid="b1")
+        # Confirmed: already committed.
+        stored = yield server.store.messages.get("rose", "b1")
+        self.assertEqual(stored.body, "hello <&>")
+        _, frame = yield jack.expect(T.IM_MESSAGE)
+        self.assertEqual(frame["body"], "hello <&>")
+        yield jack.send_message("rose", "back", msgid="b2")
+        self.assertEqual((yield received.get()), ("jack", "b2", "back"))
+
+    @inlineCallbacks
+    def test_wrong_password(self):
+        server = self.start_server()
+        yield server.accounts.register("rose", "secret1")
+        client = yield connect_xmpp(reactor, *server.address("xmpp"))
+        self.addCleanup(client.close)
+        yield self.assertFailure(client.login("rose", "wrong!!"), XmppError)
