@@ -162,8 +162,22 @@ class Server:
         from imd.core.messages import MessageService
 
         return MessageService(
-            self.store, self.hub, self.config.messages, self.reactor, self.metrics
+            self.store, self.hub, self.config.messages, self.reactor, self.metrics,
+            outbox="message" if self.config.webhooks.url else None,
         )
+
+    @cached_property
+    def notices(self):
+        from imd.core.notices import NoticeService
+
+        return NoticeService(self.store, self.hub, self.reactor, report=bool(self.config.webhooks.url))
+
+    @cached_property
+    def apps(self):
+        from imd.core.apps import AppService
+
+        api = self.config.serverapi
+        return AppService(self.store, (api.app_key, api.app_secret), self.reactor)
 
     @cached_property
     def profiles(self):
@@ -191,11 +205,33 @@ class Server:
         from imd.channels.longconn import files, qid
         from imd.channels.methodapi import routes
         from imd.channels.native import api as native
+        from imd.channels.serverapi import routes as serverapi
         from imd.channels.shared.web import Root
 
         native_app = native.make_app(self)
-        families = [native_app, qid.make_app(self), files.make_app(self), routes.make_app(self)]
+        families = [
+            native_app,
+            qid.make_app(self),
+            files.make_app(self),
+            routes.make_app(self),
+            serverapi.make_app(self),
+        ]
         return Root(families, fallback=native_app)
+
+    @cached_property
+    def deliverer(self):
+        """Sends the outbox's rows as message-copy webhooks."""
+        from imd.channels.serverapi.webhooks import WebhookSender
+        from imd.core.delivery import OutboxDeliverer
+
+        return OutboxDeliverer(
+            self.store.outbox,
+            WebhookSender(self),
+            self.config.webhooks,
+            self.reactor,
+            lambda: self.instance_id,
+            self.metrics,
+        )
 
     def make_service(self) -> MultiService:
         from imd.channels.longconn.protocol import LongConnFactory
@@ -221,6 +257,8 @@ class Server:
             if endpoint:
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
         HubService(self).setServiceParent(top)
+        if self.config.webhooks.url:
+            self.deliverer.setServiceParent(top)
         purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)
         purge.clock = self.reactor
         purge.setServiceParent(top)

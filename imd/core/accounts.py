@@ -102,6 +102,15 @@ def check_telephone(telephone: Any) -> str:
     return telephone
 
 
+def _permanent_token(token: Any) -> str:
+    """A given permanent token checked as a password is, or a new one."""
+    if token is None or token == "":
+        return uuid.uuid4().hex
+    if not isinstance(token, str) or not MIN_PASSWORD <= len(token) <= MAX_PASSWORD:
+        raise InvalidField(f"token must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+    return token
+
+
 def check_password(password: Any) -> str:
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidField(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
@@ -299,6 +308,48 @@ class AccountService:
         ):
             raise BadSmsCode()
         yield self._codes.delete(telephone)
+
+    @inlineCallbacks
+    def register_with_token(self, uid: str, token: Any = None, name: Any = ""):
+        """
+        Create C{uid} with a permanent token (C{token}, or a new one) that
+        logs in everywhere, as a token and as the password, until
+        L{replace_token}.  Returns (user, token).
+        """
+        check_uid(uid)
+        token = _permanent_token(token)
+        if not isinstance(name, str) or len(name) > 100:
+            raise InvalidField("name must be at most 100 characters")
+        password_hash = yield self.hasher.hash(token)
+        user = yield self._users.create(uid, password_hash, self._now(), name=name, permanent_token=token_hash(token))
+        log.info("account {uid} created with a permanent token", uid=uid)
+        returnValue((user, token))
+
+    @inlineCallbacks
+    def replace_token(self, uid: str, token: Any = None):
+        """
+        Give C{uid} a new permanent token (C{token}, or a new one), which
+        is also its password; the old one stops working.  Returns it.
+        """
+        token = _permanent_token(token)
+        password_hash = yield self.hasher.hash(token)
+        replaced = yield self._users.set_credential(uid, password_hash, token_hash(token), self._now())
+        if not replaced:
+            raise NotFound(f"no user {uid}")
+        log.info("permanent token of {uid} replaced", uid=uid)
+        returnValue(token)
+
+    @inlineCallbacks
+    def set_disabled(self, uid: str, disabled: bool):
+        """
+        Disable (or enable again) C{uid}: a disabled user's tokens and
+        password no longer log in, and its live sessions are ended at
+        their next token check.
+        """
+        changed = yield self._users.set_disabled(uid, disabled, self._now())
+        if not changed:
+            raise NotFound(f"no user {uid}")
+        log.info("account {uid} {what}", uid=uid, what="disabled" if disabled else "enabled")
 
     def list_users(self, after: str = "", limit: int = 100):
         return self._users.list(after, limit)

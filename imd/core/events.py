@@ -28,6 +28,8 @@ group.member_added   a member (uid, name, role, joined_at) and its gid,
 group.leave          {"msgid", "from", "gid"}: a member left
 receipt              {"msgid", "from", "kind", "gid"?} for a message's sender
 recall               {"msgid", "from", "to" | "gid"}
+notice               a custom notification (L{imd.core.notices.notice_data}:
+                     id (None when not kept), from, to | gid, body, badge, time)
 """
 
 MESSAGE = "message"
@@ -43,3 +45,4 @@ GROUP_MEMBER_ADDED = "group.member_added"
 GROUP_LEAVE = "group.leave"
 RECEIPT = "receipt"
 RECALL = "recall"
+NOTICE = "notice"

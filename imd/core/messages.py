@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from imd.config import MessagesConfig
 from imd.core import events, fields
 from imd.core.groups import invite_data
+from imd.core.notices import kept_data
 from imd.core.roster import request_data
 from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound
 from imd.hub.interfaces import Event
@@ -25,6 +26,7 @@ log = Logger()
 KINDS = ("text", "image", "file", "voice", "custom", "notification")
 RECEIPT_KINDS = ("read", "delivered")
 DAY_MS = 86_400_000
+MAX_UNREAD_PEERS = 500
 
 
 def _same_message(message: Message, created: bool, body: str, to: str | None = None, gid: str | None = None) -> None:
@@ -34,8 +36,13 @@ def _same_message(message: Message, created: bool, body: str, to: str | None = N
 
 
 class MessageService:
-    def __init__(self, store: Any, hub: Any, config: MessagesConfig, clock: Any, metrics: Any = None) -> None:
+    def __init__(
+        self, store: Any, hub: Any, config: MessagesConfig, clock: Any, metrics: Any = None, outbox: str | None = None
+    ) -> None:
+        """C{outbox}: the outbox kind each new message adds a row of (None: none)."""
         self._messages = store.messages
+        self._notices = store.notices
+        self._outbox = outbox
         self._roster = store.roster
         self._groups = store.groups
         self._hub = hub
@@ -92,7 +99,7 @@ class MessageService:
         if self._config.friends_only and to != sender:
             return self._send_to_friend(sender, sender_res, to, msgid, kind, body, client_time, origin)
         # The common case, without a generator: it is most of the traffic.
-        d = self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now)
+        d = self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now, self._outbox)
         d.addCallback(self._sent_direct, to, body, origin)
         return d
 
@@ -110,7 +117,7 @@ class MessageService:
         friends = yield self._roster.are_friends(sender, to)
         if not friends:
             raise Forbidden(f"{to} is not your friend")
-        result = yield self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now)
+        result = yield self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now, self._outbox)
         returnValue(self._sent_direct(result, to, body, origin))
 
     @inlineCallbacks
@@ -124,7 +131,9 @@ class MessageService:
             if group is None:
                 raise NotFound(f"no group {gid}")
             raise Forbidden(f"you are not a member of group {gid}")
-        result = yield self._messages.send_group(sender, sender_res, gid, msgid, kind, body, client_time, self._now)
+        result = yield self._messages.send_group(
+            sender, sender_res, gid, msgid, kind, body, client_time, self._now, self._outbox
+        )
         if result is None:
             raise NotFound(f"no group {gid}")
         message, created = result
@@ -157,7 +166,7 @@ class MessageService:
         brought it, for a session that logs in or missed live events: with
         C{messages}, the oldest C{limit} unacknowledged 1:1 messages and
         group messages past its cursors; with C{others}, the friend
-        requests and group invites it has not received.
+        requests, group invites and kept notifications it has not received.
         """
         found: list[Event] = []
         if messages:
@@ -170,7 +179,22 @@ class MessageService:
                 found.append(Event(events.ROSTER_REQUEST, request_data(request)))
             for invite in (yield self._groups.pending_invites(uid, True)):
                 found.append(Event(events.GROUP_INVITE, invite_data(invite)))
+            for notice in (yield self._notices.pending(uid, limit)):
+                found.append(Event(events.NOTICE, kept_data(notice)))
         returnValue(found)
+
+    @inlineCallbacks
+    def unread(self, uid: str, peers: Any):
+        """
+        How many messages from each of C{peers} C{uid} has not read: those
+        after the newest one it sent a read receipt for, on any channel,
+        recalled ones left out.  Every peer asked for is in the answer.
+        """
+        if not isinstance(peers, list) or len(peers) > MAX_UNREAD_PEERS:
+            raise InvalidField(f"peers must be a list of at most {MAX_UNREAD_PEERS} user ids")
+        peers = list(dict.fromkeys(fields.uid("peer", peer) for peer in peers))
+        counts = yield self._messages.unread(uid, peers)
+        returnValue({peer: counts.get(peer, 0) for peer in peers})
 
     def received_until(self, uid: str, until_ms: int):
         return self._messages.mark_received_until(uid, until_ms)

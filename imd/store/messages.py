@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -334,3 +334,34 @@ class MessageStore:
             return True
 
         return self._db.run("messages.add_receipt", thd)
+
+    def unread(self, uid: str, peers: list[str]) -> "Deferred[dict[str, int]]":
+        """
+        For each of C{peers}, how many of its messages to C{uid} are not
+        recalled and newer than the newest of them C{uid} has read: a read
+        receipt covers the message it names and every one before it.
+        One query for all of C{peers}; a peer with none is absent.
+        """
+
+        def thd(conn: Connection) -> dict[str, int]:
+            if not peers:
+                return {}
+            r = s.receipts.c
+            read = s.messages.alias("read")
+            last_read = (
+                select(read.c.sender, func.max(read.c.id).label("last"))
+                .select_from(s.receipts.join(read, read.c.id == r.message_id))
+                .where(r.uid == uid, r.kind == "read", read.c.to_uid == uid, read.c.sender.in_(peers))
+                .group_by(read.c.sender)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(m.sender, func.count())
+                .select_from(s.messages.outerjoin(last_read, last_read.c.sender == m.sender))
+                .where(m.to_uid == uid, m.sender.in_(peers), m.recalled_at.is_(None))
+                .where(m.id > func.coalesce(last_read.c.last, 0))
+                .group_by(m.sender)
+            )
+            return {sender: count for sender, count in rows}
+
+        return self._db.run("messages.unread", thd)

@@ -1,0 +1,203 @@
+# -*- test-case-name: tests.test_serverapi -*-
+"""
+Seed 003's server API: ``POST /nimserver/<module>/<name>.action`` with a
+form body, signed by the headers AppKey, Nonce, CurTime and CheckSum.
+
+Every call is checked (signature, time, Nonce) before any service is
+called, so a refused call writes nothing.  Every answer is HTTP 200 with
+a JSON body whose ``code`` is 200 or one of Yunxin's error codes, with a
+``desc`` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.iweb import IRequest
+
+from imd.channels.serverapi import serialize
+from imd.channels.serverapi.checksum import CheckSumGuard
+from imd.channels.serverapi.form import Form, read_form
+from imd.channels.shared.httpjson import write_json
+from imd.channels.shared.web import Family
+from imd.errors import Conflict, IMError, InvalidField, NotFound
+
+if TYPE_CHECKING:
+    from imd.server import Server
+
+OK = {"code": serialize.OK}
+# Peers one unreadCount call may ask about.
+MAX_PEERS = 500
+# msg/sendMsg's type -> imd's message kind.
+SEND_KINDS = {0: "text", 1: "image", 2: "voice", 6: "file", 100: "custom"}
+
+# "module/name" -> handler(server, form) -> Deferred of the reply.
+CALLS: dict[str, Callable[["Server", Form], Any]] = {}
+
+
+def call(path: str):
+    def register(fn):
+        CALLS[path] = inlineCallbacks(fn)
+        return fn
+
+    return register
+
+
+@call("user/create")
+def user_create(server, form):
+    uid = form.accid()
+    name = form.text("name", 64)
+    token = form.text("token", 128) or None
+    try:
+        user, token = yield server.accounts.register_with_token(uid, token, name)
+    except Conflict:
+        # Yunxin's answer, which business servers look for.
+        raise InvalidField("already register") from None
+    return serialize.created(user.uid, token, user.name)
+
+
+@call("user/refreshToken")
+def user_refresh_token(server, form):
+    uid = form.accid()
+    token = yield server.accounts.replace_token(uid)
+    return {"code": serialize.OK, "info": {"token": token, "accid": uid}}
+
+
+@call("user/update")
+def user_update(server, form):
+    uid = form.accid()
+    token = form.text("token", 128)
+    if token:
+        yield server.accounts.replace_token(uid, token)
+    elif (yield server.accounts.get_user(uid)) is None:
+        raise NotFound(f"no user {uid}")
+    return OK
+
+
+@call("user/block")
+def user_block(server, form):
+    yield server.accounts.set_disabled(form.accid(), True)
+    return OK
+
+
+@call("user/unblock")
+def user_unblock(server, form):
+    yield server.accounts.set_disabled(form.accid(), False)
+    return OK
+
+
+@call("user/getUinfos")
+def user_get_uinfos(server, form):
+    infos = []
+    for uid in form.accid_list("accids", 200):
+        user = yield server.accounts.get_user(uid)
+        if user is not None:
+            infos.append(serialize.user_info(user))
+    return {"code": serialize.OK, "uinfos": infos}
+
+
+@call("friend/add")
+def friend_add(server, form):
+    uid, friend = form.accid(), form.accid("faccid")
+    kind = form.integer("type", (1, 2, 3, 4))
+    msg = form.text("msg", 256)
+    roster = server.roster
+    if kind == 1:
+        yield roster.befriend(uid, friend)
+    elif kind == 2:
+        yield roster.request(uid, friend, uuid.uuid4().hex, msg)
+    else:
+        yield roster.answer_from(uid, friend, kind == 3)
+    return OK
+
+
+@call("friend/delete")
+def friend_delete(server, form):
+    yield server.roster.remove(form.accid(), form.accid("faccid"))
+    return OK
+
+
+@call("friend/get")
+def friend_get(server, form):
+    rows = yield server.roster.friends(form.accid())
+    return serialize.friends(rows)
+
+
+@call("msg/sendMsg")
+def send_msg(server, form):
+    sender = form.accid("from")
+    team = form.integer("ope", (0, 1)) == 1
+    to = form.text("to", 50, required=True)
+    kind = SEND_KINDS.get(form.integer("type", tuple(SEND_KINDS)))
+    body = form.json("body", 5000, required=True)
+    if kind == "text":
+        if not isinstance(body, dict) or not isinstance(body.get("msg"), str):
+            raise InvalidField('a text body is {"msg": "..."}')
+        text = body["msg"]
+    else:
+        text = form.text("body", 5000)
+    if (yield server.accounts.get_user(sender)) is None:
+        raise NotFound(f"no user {sender}")
+    target = {"gid": to} if team else {"to": to.lower()}
+    message = yield server.messages.send(
+        sender, uuid.uuid4().hex, text, kind=kind, sender_res=serialize.API_RESOURCE, **target
+    )
+    return {"code": serialize.OK, "data": {"msgid": message.id, "timetag": message.created_at, "antispam": False}}
+
+
+@call("msg/sendAttachMsg")
+def send_attach_msg(server, form):
+    sender = form.accid("from")
+    team = form.integer("msgtype", (0, 1)) == 1
+    to = form.text("to", 50, required=True)
+    attach = form.text("attach", 4096, required=True)
+    keep = form.integer("save", (1, 2), default=2) == 2
+    option = form.json("option", 1024, default={})
+    if not isinstance(option, dict):
+        raise InvalidField("option must be a JSON object")
+    badge, route = option.get("badge", True), option.get("route", True)
+    if not isinstance(badge, bool) or not isinstance(route, bool):
+        raise InvalidField("option's badge and route must be true or false")
+    target = {"gid": to} if team else {"to": to.lower()}
+    yield server.notices.send(sender, attach, keep=keep, badge=badge, report=route, **target)
+    return OK
+
+
+@call("msg/unreadCount")
+def unread_count(server, form):
+    uid = form.accid()
+    counts = yield server.messages.unread(uid, form.accid_list("peers", MAX_PEERS))
+    return {"code": serialize.OK, "counts": counts}
+
+
+def write_failure(request: IRequest, error: IMError) -> bytes:
+    # Yunxin answers every call with HTTP 200; the body's code tells.
+    return write_json(request, serialize.failure(error))
+
+
+def make_app(server: "Server") -> Family:
+    family = Family("serverapi", server.metrics, write_failure, prefixes=("/nimserver/",))
+    guard = CheckSumGuard(server.apps, server.config.auth.sign_window, server.reactor, server.hub.claim_once)
+    max_body = server.config.serverapi.max_body
+
+    @family.app.route("/nimserver/<module>/<name>.action", methods=["POST"])
+    @inlineCallbacks
+    def endpoint(request, module, name):
+        handler = CALLS.get(f"{module}/{name}")
+        if handler is None:
+            raise NotFound(f"no call {module}/{name}")
+        # Read before the check: the body is the same either way, and a
+        # refused call should not leave it unread on the connection.
+        form = read_form(request, max_body)
+
+        def header(key: str) -> str | None:
+            value = request.getHeader(key.encode("ascii"))
+            return None if value is None else value.decode("latin-1").strip()
+
+        yield guard.check(header)
+        reply = yield handler(server, form)
+        return write_json(request, reply)
+
+    return family

@@ -1,0 +1,131 @@
+# -*- test-case-name: tests.test_serialize -*-
+"""
+The server-API design's one serializer: replies in Yunxin's words
+(``code``, ``desc``, ``info``, ``accid``, ``faccid``), imd's errors as
+Yunxin's codes, and outbox rows as the bodies of message-copy webhooks
+(``eventType``, ``convType``, ``msgType``, every value a string).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from imd.channels.serverapi.checksum import NoApp, UnknownApp
+from imd.errors import (
+    BadRequest,
+    BadSignature,
+    Conflict,
+    Forbidden,
+    IMError,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    ReplayedRequest,
+    StaleRequest,
+    TooLarge,
+    Unauthenticated,
+)
+
+OK = 200
+# Yunxin's codes, most specific type first.
+_CODES: list[tuple[type[IMError], int]] = [
+    (NoApp, 403),
+    (UnknownApp, 403),
+    (BadSignature, 414),
+    (StaleRequest, 414),
+    (ReplayedRequest, 431),
+    (TooLarge, 414),
+    (BadRequest, 414),
+    (MethodNotAllowed, 414),
+    (Unauthenticated, 403),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 417),
+    (RateLimited, 416),
+]
+
+
+def code_for(error: IMError) -> int:
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return 500
+
+
+def failure(error: IMError) -> dict[str, Any]:
+    return {"code": code_for(error), "desc": error.message}
+
+
+def created(uid: str, token: str, name: str) -> dict[str, Any]:
+    return {"code": OK, "info": {"token": token, "accid": uid, "name": name}}
+
+
+def user_info(user: Any) -> dict[str, Any]:
+    """A user (L{imd.store.users.User}) in ``getUinfos``."""
+    return {"accid": user.uid, "name": user.name, "icon": user.avatar, "sign": user.sign}
+
+
+def friends(rows: Any) -> dict[str, Any]:
+    """L{imd.store.roster} friend rows for ``friend/get``."""
+    items = [{"faccid": f.fid, "alias": f.remark} for f in rows]
+    return {"code": OK, "size": len(items), "friends": items}
+
+
+# -- message copy -------------------------------------------------------------
+
+_MSG_TYPES = {
+    "text": "TEXT",
+    "image": "PICTURE",
+    "voice": "AUDIO",
+    "file": "FILE",
+    "custom": "CUSTOM",
+    "notification": "NOTIFICATION",
+}
+# The client type Yunxin names for a message sent through this API.
+API_RESOURCE = "rest"
+
+
+def _client_type(resource: str) -> str:
+    return "REST" if resource == API_RESOURCE else "PC"
+
+
+def copied_message(data: Mapping[str, Any], nick: str) -> dict[str, str]:
+    """A message (L{imd.store.messages.message_data}) as an eventType 1 body."""
+    group = "gid" in data
+    return {
+        "eventType": "1",
+        "convType": "TEAM" if group else "PERSON",
+        "to": data["gid"] if group else data["to"],
+        "fromAccount": data["from"],
+        "fromClientType": _client_type(data["from_res"]),
+        "fromDeviceId": data["from_res"],
+        "fromNick": nick,
+        "msgTimestamp": str(data["time"]),
+        "msgType": _MSG_TYPES.get(data["kind"], "CUSTOM"),
+        "body": data["body"],
+        "attach": "",
+        "msgidClient": data["msgid"],
+        "msgidServer": str(data["id"]),
+        "resendFlag": "0",
+    }
+
+
+def copied_notice(data: Mapping[str, Any], nick: str) -> dict[str, str]:
+    """A custom notification (L{imd.core.notices.notice_data}) as an eventType 1 body."""
+    group = "gid" in data
+    return {
+        "eventType": "1",
+        "convType": "CUSTOM_TEAM" if group else "CUSTOM_PERSON",
+        "to": data["gid"] if group else data["to"],
+        "fromAccount": data["from"],
+        "fromClientType": "REST",
+        "fromNick": nick,
+        "msgTimestamp": str(data["time"]),
+        "msgType": "CUSTOM",
+        "body": "",
+        "attach": data["body"],
+    }
+
+
+# Outbox kind -> its renderer; each takes the row's data and the sender's name.
+COPIES = {"message": copied_message, "notice": copied_notice}

@@ -1,0 +1,282 @@
+"""
+Message-copy webhooks, on SQLite and on Postgres: a real receiver (a
+Twisted site here) verifies the CheckSum of every one; events arrive in
+order and none is lost while the receiver is down or failing, nor across
+a SIGKILL of the server; the outbox's claims keep one instance delivering
+at a time; dead rows wait for an administrator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from imd.channels.longconn import msgtypes as T
+from imd.channels.serverapi.client import ServerApiClient
+from imd.store.store import Store
+from tests.processes import ProcessTestMixin
+from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend, child_env
+
+NOW = 1_700_000_000_000
+APP_KEY, APP_SECRET = "hookkey", "hooksecret"
+
+
+@inlineCallbacks
+def eventually(check, timeout=30.0, step=0.02):
+    """Wait (bounded) until C{check()} is true; no assertion on how long it took."""
+    waited = 0.0
+    while not check():
+        if waited >= timeout:
+            raise AssertionError("condition not met in time")
+        yield deferLater(reactor, step, lambda: None)
+        waited += step
+
+
+class Receiver(Resource):
+    """A business server's endpoint: checks each webhook's signature, answers C{status}."""
+
+    isLeaf = True
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+        self.status = 200
+        self.events: list[tuple[int, dict]] = []
+        self.refused = 0
+        self.forged = 0
+        self.port = None
+        self.number = 0
+
+    def render_POST(self, request):
+        body = request.content.read()
+        md5 = (request.getHeader(b"md5") or b"").decode()
+        curtime = (request.getHeader(b"curtime") or b"").decode()
+        given = (request.getHeader(b"checksum") or b"").decode()
+        expected = hashlib.sha1((self.secret + md5 + curtime).encode()).hexdigest()
+        if md5 != hashlib.md5(body).hexdigest() or given != expected or request.getHeader(b"appkey") is None:
+            self.forged += 1
+            request.setResponseCode(401)
+            return b"bad signature"
+        if self.status != 200:
+            self.refused += 1
+            request.setResponseCode(self.status)
+            return b"not now"
+        self.events.append((int(request.getHeader(b"x-imd-event-id")), json.loads(body)))
+        return b"ok"
+
+    def listen(self):
+        self.port = reactor.listenTCP(self.number, Site(self), interface="127.0.0.1")
+        self.number = self.port.getHost().port
+        return self.port
+
+    def stop(self):
+        return self.port.stopListening()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.number}/receiveMsg.action"
+
+    def bodies(self, kind: str = "1") -> list[dict]:
+        return [body for _, body in self.events if body["eventType"] == kind]
+
+
+def in_order(testcase, receiver: Receiver, expected_ids: list[int]) -> None:
+    """Every row arrived, in outbox order; a repeat (at least once) only right after itself."""
+    seen = [event_id for event_id, _ in receiver.events]
+    distinct = list(dict.fromkeys(seen))
+    testcase.assertEqual(distinct, sorted(distinct))
+    testcase.assertEqual(distinct, expected_ids)
+    testcase.assertEqual(receiver.forged, 0)
+
+
+class WebhookMixin(LongConnTestMixin):
+    def receiver(self) -> Receiver:
+        receiver = Receiver(APP_SECRET)
+        receiver.listen()
+        self.addCleanup(lambda: receiver.port.stopListening() if receiver.port.connected else None)
+        return receiver
+
+    def start_hooked(self, receiver: Receiver, **webhooks):
+        hooks = {"url": receiver.url, "retry_min_ms": 20, "retry_max_ms": 200, "poll_ms": 20}
+        hooks.update(webhooks)
+        server = self.start_server(serverapi={"app_key": APP_KEY, "app_secret": APP_SECRET}, webhooks=hooks)
+        host, port = server.address("http")
+        return server, ServerApiClient(f"http://{host}:{port}", APP_KEY, APP_SECRET)
+
+    @inlineCallbacks
+    def ok(self, client, path, **params):
+        code, reply = yield client.call(path, params)
+        self.assertEqual((code, reply.get("code")), (200, 200), reply)
+        return reply
+
+    @inlineCallbacks
+    def outbox_ids(self, server) -> list[int]:
+        rows = yield server.store.outbox.undelivered()
+        return [row.id for row in rows]
+
+    def all_ids(self, server) -> list[int]:
+        with server.store.db.engine.connect() as conn:
+            return [row[0] for row in conn.exec_driver_sql("SELECT id FROM outbox ORDER BY id")]
+
+
+class FlowTestsMixin(WebhookMixin):
+    @inlineCallbacks
+    def test_the_seeds_third_flow(self):
+        receiver = self.receiver()
+        server, client = self.start_hooked(receiver)
+        tokens = {}
+        for uid, name in (("buyer", "Buyer"), ("seller", "Seller")):
+            tokens[uid] = (yield self.ok(client, "user/create", accid=uid, name=name))["info"]["token"]
+        yield self.ok(client, "friend/add", accid="buyer", faccid="seller", type="1")
+        seller = yield self.connect(server)
+        yield seller.auth("seller", token=tokens["seller"], res="phone")
+        buyer = yield self.connect(server)
+        yield buyer.auth("buyer", token=tokens["buyer"])
+        yield seller.send_message("buyer", "您的订单已发货", msgid="m-1")
+        yield eventually(lambda: receiver.bodies())
+        [copy] = receiver.bodies()
+        message = yield server.store.messages.get("seller", "m-1")
+        self.assertEqual(copy, {
+            "eventType": "1", "convType": "PERSON", "to": "buyer", "fromAccount": "seller",
+            "fromClientType": "PC", "fromDeviceId": "phone", "fromNick": "Seller",
+            "msgTimestamp": str(message.created_at), "msgType": "TEXT", "body": "您的订单已发货", "attach": "",
+            "msgidClient": "m-1", "msgidServer": str(message.id), "resendFlag": "0",
+        })
+        counts = yield self.ok(client, "msg/unreadCount", accid="buyer", peers='["seller"]')
+        self.assertEqual(counts["counts"], {"seller": 1})
+        yield buyer.receipt("m-1", to="seller")
+        counts = yield self.ok(client, "msg/unreadCount", accid="buyer", peers='["seller"]')
+        self.assertEqual(counts["counts"], {"seller": 0})
+        # A custom notification is copied too, unless its option says not to.
+        yield self.ok(client, "msg/sendAttachMsg", **{"from": "seller", "msgtype": "0", "to": "buyer", "attach": "a1"})
+        yield self.ok(client, "msg/sendAttachMsg", **{"from": "seller", "msgtype": "0", "to": "buyer", "attach": "a2",
+                                                     "option": '{"route":false}'})
+        yield self.ok(client, "msg/sendMsg", **{"from": "buyer", "ope": "0", "to": "seller", "type": "0",
+                                               "body": '{"msg":"thanks"}'})
+        yield eventually(lambda: len(receiver.bodies()) == 3)
+        notice, api = receiver.bodies()[1:]
+        self.assertEqual((notice["convType"], notice["attach"], notice["to"]), ("CUSTOM_PERSON", "a1", "buyer"))
+        self.assertEqual((api["fromClientType"], api["body"], api["to"]), ("REST", "thanks", "seller"))
+        in_order(self, receiver, self.all_ids(server))
+        _, pushed = yield buyer.expect(T.IM_NOTIFY_SYSTEM, lambda b: b["attach"] == "a2")
+        self.assertEqual(pushed["from"], "seller")
+
+    @inlineCallbacks
+    def test_receiver_outage_loses_nothing_and_keeps_order(self):
+        receiver = self.receiver()
+        receiver.status = 503
+        server, client = self.start_hooked(receiver)
+        for uid in ("a", "b"):
+            yield server.accounts.register(uid, "secret1")
+        a = yield self.connect(server)
+        yield a.auth("a", password="secret1")
+        for i in range(3):
+            yield a.send_message("b", f"first {i}", msgid=f"f{i}")
+        yield eventually(lambda: receiver.refused >= 2)
+        # Now not even listening.
+        yield receiver.stop()
+        for i in range(3):
+            yield a.send_message("b", f"then {i}", msgid=f"t{i}")
+        yield self.ok(client, "msg/sendMsg", **{"from": "b", "ope": "0", "to": "a", "type": "0", "body": '{"msg":"api"}'})
+        self.assertEqual(receiver.events, [])
+        self.assertGreaterEqual(server.metrics.outbox_retried._value.get(), 2)
+        receiver.status = 200
+        receiver.listen()
+        expected = self.all_ids(server)
+        self.assertEqual(len(expected), 7)
+        yield eventually(lambda: len({i for i, _ in receiver.events}) == 7)
+        in_order(self, receiver, expected)
+        self.assertEqual([b["msgidClient"] for b in receiver.bodies()][:6], ["f0", "f1", "f2", "t0", "t1", "t2"])
+        yield eventually(lambda: server.metrics.outbox_depth._value.get() == 0)
+        self.assertEqual((yield self.outbox_ids(server)), [])
+        self.assertGreaterEqual(server.metrics.outbox_delivered._value.get(), 7)
+
+    @inlineCallbacks
+    def test_dead_rows_wait_for_an_administrator(self):
+        receiver = self.receiver()
+        receiver.status = 500
+        server, client = self.start_hooked(receiver, max_attempts=2)
+        for uid in ("a", "b"):
+            yield server.accounts.register(uid, "secret1")
+        yield server.messages.send("a", "m1", "one", to="b")
+        yield eventually(lambda: receiver.refused >= 2)
+        yield eventually(lambda: server.metrics.outbox_dead._value.get() == 1)
+        [dead] = yield server.store.outbox.undelivered(dead_only=True)
+        self.assertIn("500", dead.last_error)
+        receiver.status = 200
+        # The rows after a dead one go on.
+        yield server.messages.send("a", "m2", "two", to="b")
+        yield eventually(lambda: [b["msgidClient"] for b in receiver.bodies()] == ["m2"])
+        self.assertEqual((yield server.store.outbox.revive(None, NOW)), 1)
+        yield eventually(lambda: [b["msgidClient"] for b in receiver.bodies()] == ["m2", "m1"])
+
+
+class ClaimTestsMixin:
+    """The outbox's claims, on a store of its own."""
+
+    def setUp(self):
+        self.store = Store(self.database_url(), reactor=reactor)
+        self.store.migrate()
+        self.store.start()
+        self.addCleanup(self.store.stop)
+
+    @inlineCallbacks
+    def test_one_instance_at_a_time_and_takeover(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(5)])
+        rows = yield outbox.claim("A", NOW, NOW + 1000, limit=3)
+        self.assertEqual(len(rows), 3)
+        # B waits while A's claim holds, and takes over once it has run out.
+        self.assertEqual((yield outbox.claim("B", NOW + 999, NOW + 2000)), [])
+        yield outbox.delivered(rows[0].id, NOW + 10)
+        self.assertEqual((yield outbox.claim("B", NOW + 500, NOW + 2000)), [])
+        taken = yield outbox.claim("B", NOW + 1001, NOW + 3000)
+        self.assertEqual([r.id for r in taken], [r.id for r in rows[1:]] + [r.id + 3 for r in rows[:2]])
+        # A failure lets go of every claim of its instance; the row is due later.
+        yield outbox.failed(taken[0].id, "B", "down", NOW + 5000, None)
+        self.assertEqual((yield outbox.claim("A", NOW + 1002, NOW + 4000)), [])
+        again = yield outbox.claim("A", NOW + 5000, NOW + 9000)
+        self.assertEqual((again[0].id, again[0].attempts, again[0].last_error), (taken[0].id, 1, "down"))
+        yield outbox.release("A")
+        self.assertEqual(len((yield outbox.claim("B", NOW + 5001, NOW + 9000))), 4)
+        depth, oldest, dead = yield outbox.stats()
+        self.assertEqual((depth, oldest, dead), (4, NOW + 1, 0))
+
+    @inlineCallbacks
+    def test_dead_rows_are_skipped_retried_and_dropped(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(3)])
+        [first, *_] = yield outbox.claim("A", NOW, NOW + 1000, limit=1)
+        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
+        rows = yield outbox.claim("A", NOW + 5, NOW + 1000)
+        self.assertEqual([r.id for r in rows], [first.id + 1, first.id + 2])
+        self.assertEqual([r.id for r in (yield outbox.undelivered(dead_only=True))], [first.id])
+        self.assertEqual((yield outbox.stats()), (2, NOW + 1, 1))
+        self.assertEqual((yield outbox.revive([first.id], NOW)), 1)
+        self.assertEqual((yield outbox.undelivered(dead_only=True)), [])
+        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
+        self.assertEqual((yield outbox.drop(None)), 1)
+        self.assertEqual(len((yield outbox.undelivered())), 2)
+
+
+class SQLiteFlowTests(FlowTestsMixin, SQLiteBackend, unittest.TestCase):
+    pass
+
+
+class PostgresFlowTests(FlowTestsMixin, PostgresBackend, unittest.TestCase):
+    pass
+
+
+class SQLiteClaimTests(ClaimTestsMixin, SQLiteBackend, unittest.TestCase):
+    pass
+
+
+class PostgresClaimTests(ClaimTestsMixin, PostgresBackend, unittest.TestCase):
+    pass
