@@ -280,3 +280,63 @@ class SQLiteClaimTests(ClaimTestsMixin, SQLiteBackend, unittest.TestCase):
 
 class PostgresClaimTests(ClaimTestsMixin, PostgresBackend, unittest.TestCase):
     pass
+
+
+class SigkillMixin(ProcessTestMixin):
+    """Rows in the outbox when the server is killed are delivered by the next one."""
+
+    def database_env(self) -> dict:
+        raise NotImplementedError()
+
+    @inlineCallbacks
+    def test_rows_survive_sigkill(self):
+        receiver = Receiver(APP_SECRET)
+        receiver.listen()
+        self.addCleanup(lambda: receiver.port.stopListening() if receiver.port.connected else None)
+        receiver.status = 503
+        cwd = self.empty_dir()
+        env = child_env(
+            IMD_SERVERAPI_APP_KEY=APP_KEY,
+            IMD_SERVERAPI_APP_SECRET=APP_SECRET,
+            IMD_WEBHOOKS_URL=receiver.url,
+            IMD_WEBHOOKS_RETRY_MIN_MS="20",
+            IMD_WEBHOOKS_RETRY_MAX_MS="100",
+            IMD_WEBHOOKS_POLL_MS="20",
+            # The killed instance's claim must run out for the next one.
+            IMD_WEBHOOKS_LEASE="3",
+            IMD_WEBHOOKS_TIMEOUT="1",
+            **self.database_env(),
+        )
+        child, base, _ = yield self.start_imd(cwd, env)
+        client = ServerApiClient(base, APP_KEY, APP_SECRET)
+        for uid in ("buyer", "seller"):
+            code, reply = yield client.call("user/create", {"accid": uid})
+            self.assertEqual(reply["code"], 200, reply)
+        sent = []
+        for i in range(5):
+            code, reply = yield client.call(
+                "msg/sendMsg", {"from": "seller", "ope": "0", "to": "buyer", "type": "0", "body": json.dumps({"msg": f"m{i}"})}
+            )
+            self.assertEqual(reply["code"], 200, reply)
+            sent.append(str(reply["data"]["msgid"]))
+        yield eventually(lambda: receiver.refused >= 1)
+        child.signal("KILL")
+        yield child.ended()
+        self.assertEqual(receiver.events, [])
+        receiver.status = 200
+        child, base, _ = yield self.start_imd(cwd, env)
+        yield eventually(lambda: len({i for i, _ in receiver.events}) == 5)
+        self.assertEqual(list(dict.fromkeys(b["msgidServer"] for _, b in receiver.events)), sent)
+        self.assertEqual([b["body"] for b in receiver.bodies()][:5], [f"m{i}" for i in range(5)])
+        self.assertEqual(receiver.forged, 0)
+        yield self.stop(child)
+
+
+class SQLiteSigkillTests(SigkillMixin, unittest.TestCase):
+    def database_env(self) -> dict:
+        return {}
+
+
+class PostgresSigkillTests(SigkillMixin, PostgresBackend, unittest.TestCase):
+    def database_env(self) -> dict:
+        return {"IMD_DATABASE_URL": self.database_url()}
