@@ -136,8 +136,14 @@ class Server:
         from imd.core.accounts import AccountService
 
         return AccountService(
-            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor
+            self.store, self.config.auth, self.config.sms, self.sms_gateway, self.reactor, hub=self.hub
         )
+
+    @cached_property
+    def session_reports(self):
+        from imd.core.sessions import SessionReports
+
+        return SessionReports(self.store, self.reactor, enabled=bool(self.config.webhooks.url))
 
     @cached_property
     def presence(self):

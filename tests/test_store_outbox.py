@@ -144,6 +144,37 @@ class OutboxMixin:
         yield self.store.messages.send_group("a", "", "g1", "m2", "text", "hi", "", now)
         self.assertEqual(self.committed(), (2, 0))
 
+    @inlineCallbacks
+    def test_recall_and_receipt_rows(self):
+        yield self.users("a", "b")
+        messages = self.store.messages
+        message, _ = yield messages.send_direct("a", "", "b", "m1", "text", "hi", "", now)
+        self.assertTrue((yield messages.add_receipt(message.id, "b", "read", NOW + 1, outbox="receipt")))
+        self.assertFalse((yield messages.add_receipt(message.id, "b", "read", NOW + 2, outbox="receipt")))
+        self.assertTrue((yield messages.recall(message.id, NOW + 3, outbox="recall")))
+        self.assertFalse((yield messages.recall(message.id, NOW + 4, outbox="recall")))
+        yield messages.add_receipt(message.id, "b", "delivered", NOW + 5)
+        rows = self.outbox_rows()
+        self.assertEqual([(kind, created) for kind, _, created, _ in rows], [("receipt", NOW + 1), ("recall", NOW + 3)])
+        self.assertEqual(json.loads(rows[0][1]),
+                         {"id": message.id, "msgid": "m1", "from": "b", "to": "a", "kind": "read", "time": NOW + 1})
+        recall = json.loads(rows[1][1])
+        self.assertEqual((recall["id"], recall["recalled_at"], recall["recalled"], recall["to"]), (message.id, NOW + 3, True, "b"))
+
+    @inlineCallbacks
+    def test_notice_rows_and_their_report(self):
+        yield self.users("a", "b", "c")
+        notices = self.store.notices
+        kept = yield notices.add("a", ["b", "c"], None, "x", True, NOW, True, ("notice", {"from": "a"}))
+        self.assertEqual([(n.uid, n.body) for n in kept], [("b", "x"), ("c", "x")])
+        self.assertEqual(self.committed(), (0, 1))
+        self.assertEqual((yield notices.add("a", ["b"], None, "y", True, NOW, False)), [])
+        self.assertEqual(self.committed(), (0, 1))
+        self.assertEqual([n.body for n in (yield notices.pending("b"))], ["x"])
+        self.assertTrue((yield notices.mark_received("b", kept[0].id)))
+        self.assertFalse((yield notices.mark_received("c", kept[0].id)))
+        self.assertEqual((yield notices.pending("b")), [])
+
 
 class SQLiteOutboxTests(OutboxMixin, SQLiteBackend, unittest.TestCase):
     pass

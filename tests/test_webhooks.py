@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from imd.channels.longconn import msgtypes as T
+from imd.channels.methodapi.client import connect_socket
 from imd.channels.serverapi.client import ServerApiClient
 from imd.store.store import Store
 from tests.processes import ProcessTestMixin
@@ -86,13 +87,20 @@ class Receiver(Resource):
     def bodies(self, kind: str = "1") -> list[dict]:
         return [body for _, body in self.events if body["eventType"] == kind]
 
+    def stored(self) -> list[tuple[int, dict]]:
+        """The events of what is stored, each once."""
+        return list({i: (i, body) for i, body in self.events if body["eventType"] in STORED}.values())
+
+
+# Event types of what is stored (not of sessions starting and ending).
+STORED = ("1", "7", "8", "30")
+
 
 def in_order(testcase, receiver: Receiver, expected_ids: list[int]) -> None:
-    """Every row arrived, in outbox order; a repeat (at least once) only right after itself."""
-    seen = [event_id for event_id, _ in receiver.events]
-    distinct = list(dict.fromkeys(seen))
+    """Every row of C{expected_ids} arrived, and all in outbox order (a repeat only right after itself)."""
+    distinct = list(dict.fromkeys(event_id for event_id, _ in receiver.events))
     testcase.assertEqual(distinct, sorted(distinct))
-    testcase.assertEqual(distinct, expected_ids)
+    testcase.assertEqual([i for i in distinct if i in expected_ids], expected_ids)
     testcase.assertEqual(receiver.forged, 0)
 
 
@@ -106,7 +114,11 @@ class WebhookMixin(LongConnTestMixin):
     def start_hooked(self, receiver: Receiver, **webhooks):
         hooks = {"url": receiver.url, "retry_min_ms": 20, "retry_max_ms": 200, "poll_ms": 20}
         hooks.update(webhooks)
-        server = self.start_server(serverapi={"app_key": APP_KEY, "app_secret": APP_SECRET}, webhooks=hooks)
+        server = self.start_server(
+            serverapi={"app_key": APP_KEY, "app_secret": APP_SECRET},
+            webhooks=hooks,
+            socket={"endpoint": "tcp:0:interface=127.0.0.1", "encrypt": False},
+        )
         host, port = server.address("http")
         return server, ServerApiClient(f"http://{host}:{port}", APP_KEY, APP_SECRET)
 
@@ -122,8 +134,10 @@ class WebhookMixin(LongConnTestMixin):
         return [row.id for row in rows]
 
     def all_ids(self, server) -> list[int]:
+        """The outbox rows of what is stored (not of sessions starting and ending)."""
         with server.store.db.engine.connect() as conn:
-            return [row[0] for row in conn.exec_driver_sql("SELECT id FROM outbox ORDER BY id")]
+            return [row[0] for row in conn.exec_driver_sql(
+                "SELECT id FROM outbox WHERE kind NOT IN ('login', 'logout') ORDER BY id")]
 
 
 class FlowTestsMixin(WebhookMixin):
@@ -169,6 +183,78 @@ class FlowTestsMixin(WebhookMixin):
         self.assertEqual(pushed["from"], "seller")
 
     @inlineCallbacks
+    def test_recalls_and_read_receipts_are_copied(self):
+        receiver = self.receiver()
+        server, client = self.start_hooked(receiver)
+        for uid in ("a", "b", "c"):
+            yield server.accounts.register(uid, "secret1")
+        a = yield self.connect(server)
+        yield a.auth("a", password="secret1")
+        b = yield self.connect(server)
+        yield b.auth("b", password="secret1")
+        yield a.send_message("b", "one", msgid="m1")
+        yield b.receipt("m1", to="a", kind="delivered")
+        yield b.receipt("m1", to="a")
+        # A second read receipt of the same message is no news.
+        yield b.receipt("m1", to="a")
+        yield a.recall("m1", to="b")
+        group = yield server.groups.create("a", "team")
+        yield server.store.groups.add_member(group.gid, "c", 0, "", 1)
+        yield a.send_message(None, "all", gid=group.gid, msgid="g1")
+        yield a.recall("g1", gid=group.gid)
+        yield eventually(lambda: len(receiver.stored()) == 5)
+        events = receiver.stored()
+        kinds = [body["eventType"] for _, body in events]
+        self.assertEqual(kinds, ["1", "30", "7", "1", "8"])
+        message = yield server.store.messages.get("a", "m1")
+        receipt = events[1][1]
+        [entry] = json.loads(receipt["objects"])
+        self.assertEqual((entry["fromAccount"], entry["toAccount"], entry["msgidClient"], entry["msgidServer"]),
+                         ("b", "a", "m1", str(message.id)))
+        self.assertIsInstance(entry["timestamp"], int)
+        recall = events[2][1]
+        self.assertEqual((recall["fromAccount"], recall["to"], recall["msgidServer"], recall["msgTimestamp"]),
+                         ("a", "b", str(message.id), str(message.recalled_at)))
+        team_recall = events[4][1]
+        self.assertEqual((team_recall["convType"], team_recall["to"], team_recall["msgidClient"]), ("TEAM", group.gid, "g1"))
+        in_order(self, receiver, self.all_ids(server))
+
+    @inlineCallbacks
+    def test_logins_and_logouts_on_both_channels(self):
+        receiver = self.receiver()
+        server, client = self.start_hooked(receiver, batch=1)
+        token = (yield self.ok(client, "user/create", accid="u1"))["info"]["token"]
+        c = yield self.connect(server)
+        yield c.auth("u1", token=token, res="pad")
+        host, port = server.address("socket")
+        sock = yield connect_socket(reactor, host, port, encrypted=False)
+        yield sock.bind("u1", token)
+        yield c.close()
+        yield sock.close()
+        yield eventually(lambda: len(receiver.events) == 4)
+        bodies = [body for _, body in receiver.events]
+        self.assertEqual(sorted(b["eventType"] for b in bodies), ["2", "2", "3", "3"])
+        login = next(b for b in bodies if b["eventType"] == "2" and b["deviceId"] == "pad")
+        self.assertEqual((login["accid"], login["clientType"], login["clientIp"], login["code"]), ("u1", "PC", "127.0.0.1", "200"))
+        self.assertIn("AOS", {b["clientType"] for b in bodies})
+        # Each session's logout comes after its login.
+        for device in {b["deviceId"] for b in bodies}:
+            self.assertEqual([b["eventType"] for b in bodies if b["deviceId"] == device], ["2", "3"])
+
+    @inlineCallbacks
+    def test_blocking_ends_live_sessions(self):
+        receiver = self.receiver()
+        server, client = self.start_hooked(receiver)
+        token = (yield self.ok(client, "user/create", accid="u1"))["info"]["token"]
+        c = yield self.connect(server)
+        yield c.auth("u1", token=token)
+        yield self.ok(client, "user/block", accid="u1")
+        _, kick = yield c.expect(T.IM_KICK)
+        self.assertEqual(kick["reason"], "account disabled")
+        yield c.closed
+        yield eventually(lambda: [b["eventType"] for _, b in receiver.events] == ["2", "3"])
+
+    @inlineCallbacks
     def test_receiver_outage_loses_nothing_and_keeps_order(self):
         receiver = self.receiver()
         receiver.status = 503
@@ -187,11 +273,12 @@ class FlowTestsMixin(WebhookMixin):
         yield self.ok(client, "msg/sendMsg", **{"from": "b", "ope": "0", "to": "a", "type": "0", "body": '{"msg":"api"}'})
         self.assertEqual(receiver.events, [])
         self.assertGreaterEqual(server.metrics.outbox_retried._value.get(), 2)
+        # No session starts or ends from here on: the depth below is the stored rows'.
         receiver.status = 200
         receiver.listen()
         expected = self.all_ids(server)
         self.assertEqual(len(expected), 7)
-        yield eventually(lambda: len({i for i, _ in receiver.events}) == 7)
+        yield eventually(lambda: len(receiver.stored()) == 7)
         in_order(self, receiver, expected)
         self.assertEqual([b["msgidClient"] for b in receiver.bodies()][:6], ["f0", "f1", "f2", "t0", "t1", "t2"])
         yield eventually(lambda: server.metrics.outbox_depth._value.get() == 0)

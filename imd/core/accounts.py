@@ -17,7 +17,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succe
 from twisted.logger import Logger
 
 from imd.config import AuthConfig, SmsConfig
+from imd.core import events
 from imd.core.passwords import PasswordHasher
+from imd.hub.interfaces import Event
 from imd.errors import (
     BadCredentials,
     BadSmsCode,
@@ -126,10 +128,12 @@ class AccountService:
         gateway: Any,
         reactor: Any,
         clock: Any = None,
+        hub: Any = None,
     ) -> None:
         """
         C{reactor} runs password hashing on its thread pool; C{clock}
-        (default: the reactor) tells the time, so tests can move it.
+        (default: the reactor) tells the time, so tests can move it;
+        C{hub}, when given, reaches the live sessions of a disabled user.
         """
         self._users = store.users
         self._tokens = store.tokens
@@ -138,6 +142,8 @@ class AccountService:
         self._sms = sms
         self._gateway = gateway
         self._clock = reactor if clock is None else clock
+        # Where a disabled user's live sessions are told to end.
+        self._hub = hub
         self.hasher = PasswordHasher(reactor, auth.hash_time_cost, auth.hash_memory_kib)
 
     def _now(self) -> int:
@@ -343,12 +349,14 @@ class AccountService:
     def set_disabled(self, uid: str, disabled: bool):
         """
         Disable (or enable again) C{uid}: a disabled user's tokens and
-        password no longer log in, and its live sessions are ended at
-        their next token check.
+        password no longer log in, and its live sessions, on every
+        instance, are ended.
         """
         changed = yield self._users.set_disabled(uid, disabled, self._now())
         if not changed:
             raise NotFound(f"no user {uid}")
+        if disabled and self._hub is not None:
+            self._hub.deliver([uid], Event(events.SESSION_END, {"reason": "account disabled"}))
         log.info("account {uid} {what}", uid=uid, what="disabled" if disabled else "enabled")
 
     def list_users(self, after: str = "", limit: int = 100):

@@ -50,6 +50,7 @@ class OutboxDeliverer(Service):
         self._instance = instance
         self._metrics = metrics
         self._sleeping: Deferred | None = None
+        self._sending: Deferred | None = None
         self.me = ""
 
     def _now(self) -> int:
@@ -65,6 +66,9 @@ class OutboxDeliverer(Service):
         super().stopService()
         if self._sleeping is not None:
             self._sleeping.cancel()
+        if self._sending is not None:
+            # Not delivered, then: the row stays for the next instance.
+            self._sending.cancel()
         # Not waited for: the store stops beside this service.  Letting go
         # now means another instance goes on at once, not after the lease.
         self._outbox.release(self.me).addErrback(
@@ -110,10 +114,15 @@ class OutboxDeliverer(Service):
             # Never send on a claim that could run out before the answer.
             if not self.running or self._now() + config.timeout * 1000 >= until:
                 return 0
+            self._sending = self._send(row)
             try:
-                yield self._send(row)
+                yield self._sending
             except Exception as e:
+                if not self.running:
+                    return 0
                 return (yield self._failed(row, e))
+            finally:
+                self._sending = None
             yield self._outbox.delivered(row.id, self._now())
             self._metrics.outbox_delivered.inc()
         return 0

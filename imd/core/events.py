@@ -28,6 +28,7 @@ group.member_added   a member (uid, name, role, joined_at) and its gid,
 group.leave          {"msgid", "from", "gid"}: a member left
 receipt              {"msgid", "from", "kind", "gid"?} for a message's sender
 recall               {"msgid", "from", "to" | "gid"}
+session.end          {"reason"}: every session of the user is to end now
 notice               a custom notification (L{imd.core.notices.notice_data}:
                      id (None when not kept), from, to | gid, body, badge, time)
 """
@@ -46,3 +47,4 @@ GROUP_LEAVE = "group.leave"
 RECEIPT = "receipt"
 RECALL = "recall"
 NOTICE = "notice"
+SESSION_END = "session.end"

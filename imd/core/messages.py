@@ -27,6 +27,8 @@ KINDS = ("text", "image", "file", "voice", "custom", "notification")
 RECEIPT_KINDS = ("read", "delivered")
 DAY_MS = 86_400_000
 MAX_UNREAD_PEERS = 500
+# The outbox kinds of receipts and recalls, when messages are reported.
+RECEIPT_REPORT, RECALL_REPORT = "receipt", "recall"
 
 
 def _same_message(message: Message, created: bool, body: str, to: str | None = None, gid: str | None = None) -> None:
@@ -279,7 +281,9 @@ class MessageService:
         message = yield self._find(uid, msgid, to, gid, sent_by_me=False)
         if message.sender == uid:
             raise InvalidField("a receipt is for a message someone else sent")
-        recorded = yield self._messages.add_receipt(message.id, uid, kind, self._now())
+        # Read receipts of 1:1 messages are reported (webhooks), as Yunxin copies them.
+        report = RECEIPT_REPORT if self._outbox and kind == "read" and message.gid is None else None
+        recorded = yield self._messages.add_receipt(message.id, uid, kind, self._now(), report)
         if recorded:
             data = {"msgid": message.msgid, "from": uid, "kind": kind}
             if message.gid is not None:
@@ -293,7 +297,7 @@ class MessageService:
         message = yield self._find(uid, msgid, to, gid, sent_by_me=True)
         if self._now() - message.created_at > self._config.recall_window * 1000:
             raise Forbidden(f"a message can be recalled within {self._config.recall_window} s only")
-        recalled = yield self._messages.recall(message.id, self._now())
+        recalled = yield self._messages.recall(message.id, self._now(), RECALL_REPORT if self._outbox else None)
         if recalled:
             data = {"msgid": message.msgid, "from": uid}
             if message.gid is not None:

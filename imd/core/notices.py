@@ -8,7 +8,6 @@ recipient; reported to the outbox, when asked, in the same transaction.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks, returnValue
@@ -77,7 +76,7 @@ class NoticeService:
         now = int(self._clock.seconds() * 1000)
         record = None
         if self._report and report:
-            record = (REPORT_KIND, json.dumps(notice_data(sender, body, badge, now, to, gid, None), ensure_ascii=False))
+            record = (REPORT_KIND, notice_data(sender, body, badge, now, to, gid, None))
         kept = yield self._notices.add(sender, recipients, gid, body, badge, now, keep, record)
         ids = {notice.uid: notice.id for notice in kept}
         for uid in recipients:

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from imd.store import schema as s
 from imd.store.batch import Batcher
 from imd.store.database import Database
+from imd.store.outbox import add_txn
 
 m = s.messages.c
 
@@ -55,6 +56,21 @@ def message_data(message: Message) -> dict[str, Any]:
         data["seq"] = message.group_seq
     else:
         data["to"] = message.to_uid
+    return data
+
+
+def recall_data(message: Message) -> dict[str, Any]:
+    """A recall under imd's own names, as the outbox carries it: the message, and when."""
+    data = message_data(message)
+    data["recalled_at"] = message.recalled_at
+    return data
+
+
+def receipt_data(message: Message, uid: str, kind: str, at: int) -> dict[str, Any]:
+    """C{uid}'s C{kind} receipt of C{message}, as the outbox carries it."""
+    data = {"id": message.id, "msgid": message.msgid, "from": uid, "to": message.sender, "kind": kind, "time": at}
+    if message.gid is not None:
+        data["gid"] = message.gid
     return data
 
 
@@ -307,20 +323,34 @@ class MessageStore:
 
         return self._db.run("messages.group_history", thd)
 
-    def recall(self, message_id: int, now: int) -> "Deferred[bool]":
-        """Mark a message recalled; False when it already was."""
+    def recall(self, message_id: int, now: int, outbox: str | None = None) -> "Deferred[bool]":
+        """
+        Mark a message recalled; False when it already was.  With
+        C{outbox}, the recall adds a row of that kind (L{recall_data}) in
+        the same transaction.
+        """
 
         def thd(conn: Connection) -> bool:
-            return conn.execute(
+            recalled = conn.execute(
                 update(s.messages)
                 .where(m.id == message_id, m.recalled_at.is_(None))
                 .values(recalled_at=now)
             ).rowcount == 1
+            if recalled and outbox is not None:
+                message = _message(conn.execute(select(*_COLUMNS).where(m.id == message_id)).first())
+                add_txn(conn, outbox, recall_data(message), now)
+            return recalled
 
         return self._db.run("messages.recall", thd)
 
-    def add_receipt(self, message_id: int, uid: str, kind: str, now: int) -> "Deferred[bool]":
-        """Record C{uid}'s C{kind} receipt; False when it was already recorded."""
+    def add_receipt(
+        self, message_id: int, uid: str, kind: str, now: int, outbox: str | None = None
+    ) -> "Deferred[bool]":
+        """
+        Record C{uid}'s C{kind} receipt; False when it was already recorded.
+        With C{outbox}, a new receipt adds a row of that kind
+        (L{receipt_data}) in the same transaction.
+        """
 
         def thd(conn: Connection) -> bool:
             r = s.receipts.c
@@ -331,6 +361,9 @@ class MessageStore:
             conn.execute(
                 insert(s.receipts).values(message_id=message_id, uid=uid, kind=kind, at=now)
             )
+            if outbox is not None:
+                message = _message(conn.execute(select(*_COLUMNS).where(m.id == message_id)).first())
+                add_txn(conn, outbox, receipt_data(message, uid, kind, now), now)
             return True
 
         return self._db.run("messages.add_receipt", thd)

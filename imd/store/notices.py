@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred
 from imd.store import outbox
 from imd.store import schema as s
 from imd.store.database import Database
-from imd.store.raw import Raw
 
 n = s.notices.c
 
@@ -48,11 +47,11 @@ class NoticeStore:
         badge: bool,
         now: int,
         keep: bool,
-        report: tuple[str, str] | None = None,
+        report: tuple[str, dict] | None = None,
     ) -> "Deferred[list[Notice]]":
         """
         With C{keep}, a notice for each of C{uids}, kept until received;
-        with C{report} (outbox kind, payload), its outbox row, committed
+        with C{report} (outbox kind, data), its outbox row, committed
         with them.  The kept notices, in the order of C{uids}.
         """
 
@@ -67,8 +66,7 @@ class NoticeStore:
                     ).scalar_one()
                     kept.append(Notice(id_, uid, sender, gid, body, badge, now))
             if report is not None:
-                with Raw(conn) as raw:
-                    outbox.add_many_txn(raw, [(report[0], report[1], now)])
+                outbox.add_txn(conn, report[0], report[1], now)
             return kept
 
         return self._db.run("notices.add", thd)

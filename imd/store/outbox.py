@@ -13,6 +13,7 @@ and a live one's are not sent twice while it holds them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -34,6 +35,12 @@ def add_many_txn(raw: Raw, rows: Sequence[tuple[str, str, int]]) -> None:
     once, inside the transaction of C{raw}.
     """
     raw.insert("outbox", _COLUMNS, [(kind, payload, at, at) for kind, payload, at in rows])
+
+
+def add_txn(conn: Connection, kind: str, data: dict, at: int) -> None:
+    """One row of C{kind} carrying C{data} as JSON, due at once, in the transaction of C{conn}."""
+    with Raw(conn) as raw:
+        add_many_txn(raw, [(kind, json.dumps(data, ensure_ascii=False, separators=(",", ":")), at)])
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,10 @@ class OutboxStore:
                 add_many_txn(raw, rows)
 
         return self._db.run("outbox.add_many", thd)
+
+    def add(self, kind: str, data: dict, at: int) -> "Deferred[None]":
+        """One row carrying C{data}, in a transaction of its own; see L{add_txn}."""
+        return self._db.run("outbox.add", add_txn, kind, data, at)
 
     def due(self, now: int, limit: int = 100) -> "Deferred[list[OutboxRow]]":
         """Undelivered rows whose next attempt is at or before C{now} (ms), longest due first."""

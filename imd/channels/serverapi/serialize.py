@@ -8,6 +8,7 @@ Yunxin's codes, and outbox rows as the bodies of message-copy webhooks
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from imd.channels.serverapi.checksum import NoApp, UnknownApp
@@ -127,5 +128,71 @@ def copied_notice(data: Mapping[str, Any], nick: str) -> dict[str, str]:
     }
 
 
-# Outbox kind -> its renderer; each takes the row's data and the sender's name.
-COPIES = {"message": copied_message, "notice": copied_notice}
+def copied_recall(data: Mapping[str, Any], nick: str) -> dict[str, str]:
+    """
+    A recall (L{imd.store.messages.recall_data}) as an eventType 7 (1:1)
+    or 8 (team) body: who recalled which message, and when.
+    """
+    group = "gid" in data
+    return {
+        "eventType": "8" if group else "7",
+        "convType": "TEAM" if group else "PERSON",
+        "fromAccount": data["from"],
+        "fromNick": nick,
+        "to": data["gid"] if group else data["to"],
+        "msgidClient": data["msgid"],
+        "msgidServer": str(data["id"]),
+        "deleteMsgid": str(data["id"]),
+        "msgTimestamp": str(data["recalled_at"]),
+        "sendTimestamp": str(data["time"]),
+    }
+
+
+def copied_receipt(data: Mapping[str, Any], nick: str) -> dict[str, str]:
+    """
+    A read receipt (L{imd.store.messages.receipt_data}) as an eventType 30
+    body: C{objects} is a JSON string, as the seed shows, whose
+    C{fromAccount} read C{toAccount}'s message.
+    """
+    objects = [
+        {
+            "toAccount": data["to"],
+            "fromAccount": data["from"],
+            "msgidClient": data["msgid"],
+            "msgidServer": str(data["id"]),
+            "timestamp": data["time"],
+            "clientType": "PC",
+        }
+    ]
+    return {"eventType": "30", "objects": json.dumps(objects, ensure_ascii=False, separators=(",", ":"))}
+
+
+# Yunxin's client types by imd channel.
+_CLIENT_TYPES = {"longconn": "PC", "socket": "AOS", "xmpp": "PC"}
+
+
+def _copied_session(event_type: str):
+    def render(data: Mapping[str, Any], nick: str) -> dict[str, str]:
+        """A session's start or end (L{imd.core.sessions.session_data}): eventType 2 or 3."""
+        return {
+            "eventType": event_type,
+            "accid": data["uid"],
+            "clientIp": data["address"],
+            "clientType": _CLIENT_TYPES.get(data["channel"], "PC"),
+            "deviceId": data["resource"],
+            "code": "200",
+            "timestamp": str(data["time"]),
+        }
+
+    return render
+
+
+# Outbox kind -> its renderer; each takes the row's data and the name of its user.
+COPIES = {
+    "message": copied_message,
+    "notice": copied_notice,
+    "recall": copied_recall,
+    "receipt": copied_receipt,
+    "login": _copied_session("2"),
+    "logout": _copied_session("3"),
+}

@@ -49,7 +49,7 @@ class WebhookSender:
     def render(self, row) -> bytes:
         """The body of C{row}'s webhook."""
         data = parse_object(row.payload, "an outbox row")
-        user = yield self._server.accounts.get_user(data["from"])
+        user = yield self._server.accounts.get_user(data.get("from") or data.get("uid"))
         body = serialize.COPIES[row.kind](data, user.name if user is not None else "")
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

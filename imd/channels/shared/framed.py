@@ -79,6 +79,7 @@ class FramedProtocol(Protocol):
     """
 
     session: ChannelSession | None = None
+    _reported: ChannelSession | None = None
     session_class: type[ChannelSession] = ChannelSession
     token: LiveToken | None = None
     # Whether a message written to the client counts as received by it (a
@@ -227,6 +228,9 @@ class FramedProtocol(Protocol):
         self.token = LiveToken(self.server.accounts, token, self.server.reactor)
         self.session = self.session_class(self, uid, resource, show)
         self.server.hub.register(self.session)
+        # Kept apart from self.session, which a kick clears: its end is reported too.
+        self._reported = self.session
+        self.server.session_reports.started(self.session, self._address())
         log.info("{uid}/{res} connected on {channel}", uid=uid, res=resource, channel=self.session_class.channel)
         return self.session
 
@@ -246,6 +250,10 @@ class FramedProtocol(Protocol):
     def receive(self, event: Event) -> None:
         """A hub event for this session."""
         if self.session is None:
+            return
+        if event.kind == events.SESSION_END:
+            self.server.hub.unregister(self.session)
+            self.kick(event.data["reason"])
             return
         if event.kind == RESYNC:
             # Events from other instances were missed: they are in the store.
@@ -320,6 +328,13 @@ class FramedProtocol(Protocol):
         self._queue.clear()
         if self.session is not None:
             self.server.hub.unregister(self.session)
+        if self._reported is not None:
+            self.server.session_reports.ended(self._reported, self._address())
+            self._reported = None
+
+    def _address(self) -> str:
+        peer = getattr(self.transport, "getPeer", lambda: None)()
+        return getattr(peer, "host", "") or ""
 
     def close(self) -> None:
         self._closing = True
