@@ -8,6 +8,7 @@ seed-004 clients, and unread counts.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 
 from twisted.internet import reactor
@@ -369,11 +370,118 @@ class UnreadTestsMixin(FriendTestsMixin):
         yield self.refused(client, "msg/unreadCount", 414, {"accid": "buyer", "peers": "seller"})
 
 
-class SQLiteServerApiTests(AuthTestsMixin, AccountTestsMixin, NoticeTestsMixin, UnreadTestsMixin,
-                           SQLiteBackend, unittest.TestCase):
+class TeamTestsMixin(FriendTestsMixin):
+    @inlineCallbacks
+    def test_teams_are_imd_groups(self):
+        server = self.start_server()
+        client = yield self.api(server)
+        tokens = yield self.users(server, client, "owner", "m1", "m2", "m3")
+        m1 = yield self.connect(server)
+        yield m1.auth("m1", token=tokens["m1"])
+        reply = yield self.ok(client, "team/create", tname="订单群", owner="owner", members='["m1","m2"]', msg="join")
+        gid = reply["tid"]
+        _, data = yield m1.expect(T.IM_NOTIFY_GROUP_DATA)
+        self.assertEqual((data["gid"], data["gname"]), (gid, "订单群"))
+        self.assertEqual(sorted((yield server.store.groups.member_ids(gid))), ["m1", "m2", "owner"])
+        # magree=1: invited, as a seed-001 client is.
+        m3 = yield self.connect(server)
+        yield m3.auth("m3", token=tokens["m3"])
+        yield self.ok(client, "team/add", tid=gid, owner="owner", members='["m3"]', magree="1")
+        _, invite = yield m3.expect(T.IM_CHATROOM)
+        self.assertEqual((invite["type"], invite["gid"]), ("0", gid))
+        reply = yield self.ok(client, "team/query", tids=f'["{gid}","nothere"]', ope="1")
+        [team] = reply["tinfos"]
+        self.assertEqual((team["tid"], team["owner"], sorted(team["members"]), team["size"]), (gid, "owner", ["m1", "m2"], 3))
+        yield self.refused(client, "team/kick", 403, {"tid": gid, "owner": "m1", "member": "m2"})
+        yield self.ok(client, "team/kick", tid=gid, owner="owner", member="m2")
+        _, left = yield m1.expect(T.IM_CHATROOM, lambda b: b["type"] == "2")
+        self.assertEqual((left["from"], left["rid"]), ("m2", gid))
+        yield self.refused(client, "team/remove", 403, {"tid": gid, "owner": "m1"})
+        yield self.ok(client, "team/remove", tid=gid, owner="owner")
+        yield m1.expect(T.IM_CHATROOM, lambda b: b["type"] == "2" and b["from"] == "m1")
+        self.assertEqual((yield self.ok(client, "team/query", tids=f'["{gid}"]'))["tinfos"], [])
+        yield self.refused(client, "team/add", 404, {"tid": gid, "owner": "owner", "members": '["m1"]'})
+        yield self.refused(client, "team/create", 404, {"tname": "x", "owner": "nobody", "members": "[]"})
+
+
+class RecallAndProfileTestsMixin(FriendTestsMixin):
+    @inlineCallbacks
+    def test_recall_through_the_api(self):
+        server = self.start_server(messages={"recall_window": 120})
+        client = yield self.api(server)
+        tokens = yield self.users(server, client, "a", "b")
+        b = yield self.connect(server)
+        yield b.auth("b", token=tokens["b"])
+        reply = yield self.ok(client, "msg/sendMsg", **{"from": "a", "ope": "0", "to": "b", "type": "0", "body": '{"msg":"oops"}'})
+        message_id = reply["data"]["msgid"]
+        _, live = yield b.expect(T.IM_MESSAGE)
+        self.assertEqual(live["body"], "oops")
+        yield self.refused(client, "msg/recall", 404, {"from": "b", "type": "7", "deleteMsgid": str(message_id)})
+        yield self.ok(client, "msg/recall", **{"from": "a", "type": "7", "deleteMsgid": str(message_id), "to": "b"})
+        _, recall = yield b.expect(T.IM_NOTIFY_RECALL)
+        self.assertEqual((recall["from"], recall["msgid"]), ("a", live["msgid"]))
+        self.assertIsNotNone((yield server.store.messages.get_by_id(message_id)).recalled_at)
+        yield self.refused(client, "msg/recall", 414, {"from": "a", "type": "7", "deleteMsgid": "x"})
+
+    @inlineCallbacks
+    def test_recall_after_the_window_is_508(self):
+        server = self.start_server(messages={"recall_window": 0})
+        client = yield self.api(server)
+        yield self.users(server, client, "a", "b")
+        message = yield server.messages.send("a", "m1", "hi", to="b")
+        # The window is 0 s: any message stored before now is too old.
+        self.patch(server.messages, "_now", lambda: message.created_at + 1)
+        yield self.refused(client, "msg/recall", 508, {"from": "a", "type": "7", "deleteMsgid": str(message.id)})
+
+    @inlineCallbacks
+    def test_update_uinfo(self):
+        server = self.start_server()
+        client = yield self.api(server)
+        yield self.users(server, client, "a")
+        yield self.ok(client, "user/updateUinfo", accid="a", name="Anna", sign="hello", icon="https://cdn.example/a.png",
+                      email="a@example.com", gender="2", mobile="+852-12345678")
+        reply = yield self.ok(client, "user/getUinfos", accids='["a"]')
+        self.assertEqual(reply["uinfos"], [{"accid": "a", "name": "Anna", "icon": "https://cdn.example/a.png", "sign": "hello"}])
+        profile = yield server.profiles.get("a")
+        self.assertEqual((profile["email"], profile["sex"], profile["cellphone"]), ("a@example.com", "2", "+852-12345678"))
+        yield self.refused(client, "user/updateUinfo", 414, {"accid": "a", "gender": "5"})
+        yield self.refused(client, "user/updateUinfo", 404, {"accid": "nobody", "name": "x"})
+
+
+class FuzzTests(ServerApiMixin, SQLiteBackend, unittest.TestCase):
+    @inlineCallbacks
+    def test_garbage_never_hurts(self):
+        """Seeded random bodies on every call: a Yunxin code every time, never a 500."""
+        rng = random.Random(20261201)
+        server = self.start_server()
+        client = yield self.api(server)
+        yield self.ok(client, "user/create", accid="fixed")
+        names = ["accid", "faccid", "type", "from", "to", "msgtype", "attach", "save", "option", "peers", "body",
+                 "ope", "token", "name", "tid", "owner", "members", "tids", "deleteMsgid", "accids", "icon"]
+        values = ["", "fixed", "0", "1", "2", "-1", "9" * 30, "[]", '["fixed"]', "{", "null", '{"msg":1}',
+                  "\u0000", "ü" * 40, "%ff", "[" * 500, '{"route":"yes"}']
+        from imd.channels.serverapi.routes import CALLS
+
+        paths = sorted(CALLS)
+        for _ in range(120):
+            path = rng.choice(paths)
+            if rng.random() < 0.2:
+                body = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
+                code, reply = yield client.call(path, body=body)
+            else:
+                params = {rng.choice(names): rng.choice(values) for _ in range(rng.randrange(6))}
+                code, reply = yield client.call(path, params)
+            self.assertEqual(code, 200, (path, reply))
+            self.assertIn(reply["code"], (200, 403, 404, 414, 417, 508), (path, reply))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        yield self.ok(client, "user/getUinfos", accids='["fixed"]')
+
+
+class SQLiteServerApiTests(AuthTestsMixin, AccountTestsMixin, NoticeTestsMixin, UnreadTestsMixin, TeamTestsMixin,
+                           RecallAndProfileTestsMixin, SQLiteBackend, unittest.TestCase):
     pass
 
 
-class PostgresServerApiTests(AuthTestsMixin, AccountTestsMixin, NoticeTestsMixin, UnreadTestsMixin,
-                             PostgresBackend, unittest.TestCase):
+class PostgresServerApiTests(AuthTestsMixin, AccountTestsMixin, NoticeTestsMixin, UnreadTestsMixin, TeamTestsMixin,
+                             RecallAndProfileTestsMixin, PostgresBackend, unittest.TestCase):
     pass

@@ -17,7 +17,7 @@ from imd.core import events, fields
 from imd.core.groups import invite_data
 from imd.core.notices import kept_data
 from imd.core.roster import request_data
-from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound
+from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound, TooLate
 from imd.hub.interfaces import Event
 from imd.store.messages import Message, message_data
 
@@ -292,11 +292,20 @@ class MessageService:
         returnValue(message)
 
     @inlineCallbacks
+    def recall_by_id(self, uid: str, message_id: Any):
+        """C{uid} takes back its message stored under C{message_id} (the server's id); see L{recall}."""
+        message = yield self._messages.get_by_id(fields.integer("id", message_id))
+        if message is None or message.sender != uid:
+            raise NotFound(f"{uid} sent no message {message_id}")
+        result = yield self.recall(uid, message.msgid, to=message.to_uid, gid=message.gid)
+        returnValue(result)
+
+    @inlineCallbacks
     def recall(self, uid: str, msgid: Any, to: Any = None, gid: Any = None, origin: Any = None):
         """C{uid} takes back its own message within C{recall_window} seconds."""
         message = yield self._find(uid, msgid, to, gid, sent_by_me=True)
         if self._now() - message.created_at > self._config.recall_window * 1000:
-            raise Forbidden(f"a message can be recalled within {self._config.recall_window} s only")
+            raise TooLate(f"a message can be recalled within {self._config.recall_window} s only")
         recalled = yield self._messages.recall(message.id, self._now(), RECALL_REPORT if self._outbox else None)
         if recalled:
             data = {"msgid": message.msgid, "from": uid}

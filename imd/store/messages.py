@@ -167,6 +167,13 @@ class MessageStore:
         """Commit a group message under the group's next sequence; see L{send_direct}."""
         return self._group.submit(Send(sender, sender_res, gid, msgid, kind, body, client_time, now, outbox))
 
+    def get_by_id(self, message_id: int) -> "Deferred[Message | None]":
+        def thd(conn: Connection) -> Message | None:
+            row = conn.execute(select(*_COLUMNS).where(m.id == message_id)).first()
+            return None if row is None else _message(row)
+
+        return self._db.run("messages.get_by_id", thd)
+
     def get(self, sender: str, msgid: str) -> "Deferred[Message | None]":
         return self._db.run("messages.get", _find, sender, msgid)
 

@@ -98,6 +98,31 @@ def user_get_uinfos(server, form):
     return {"code": serialize.OK, "uinfos": infos}
 
 
+# user/updateUinfo's parameters -> imd's profile fields.
+PROFILE = {"email": ("email", 64), "birth": ("birthday", 16), "mobile": ("cellphone", 32), "gender": ("sex", 1)}
+
+
+@call("user/updateUinfo")
+def user_update_uinfo(server, form):
+    uid = form.accid()
+    if (yield server.accounts.get_user(uid)) is None:
+        raise NotFound(f"no user {uid}")
+    values = {}
+    for name, (key, limit) in PROFILE.items():
+        if name in form.values:
+            values[key] = form.text(name, limit)
+    if values.get("sex", "0") not in ("", "0", "1", "2"):
+        raise InvalidField("gender must be 0, 1 or 2")
+    if "name" in form.values:
+        values["name"] = form.text("name", 64)
+    yield server.profiles.set(uid, values)
+    if "sign" in form.values:
+        yield server.profiles.set_sign(uid, form.text("sign", 256))
+    if "icon" in form.values:
+        yield server.profiles.set_avatar(uid, form.text("icon", 500), uploaded=False)
+    return OK
+
+
 @call("friend/add")
 def friend_add(server, form):
     uid, friend = form.accid(), form.accid("faccid")
@@ -163,6 +188,75 @@ def send_attach_msg(server, form):
     target = {"gid": to} if team else {"to": to.lower()}
     yield server.notices.send(sender, attach, keep=keep, badge=badge, report=route, **target)
     return OK
+
+
+@call("msg/recall")
+def recall(server, form):
+    sender = form.accid("from")
+    form.integer("type", (7, 8))
+    message_id = form.text("deleteMsgid", 20, required=True)
+    if not message_id.isdigit() or not message_id.isascii():
+        raise InvalidField("deleteMsgid is the msgid sendMsg answered (msgidServer)")
+    yield server.messages.recall_by_id(sender, int(message_id))
+    return OK
+
+
+@call("team/create")
+def team_create(server, form):
+    owner = form.accid("owner")
+    name = form.text("tname", 64, required=True)
+    members = form.accid_list("members", 200)
+    invite = form.integer("magree", (0, 1), default=0) == 1
+    if (yield server.accounts.get_user(owner)) is None:
+        raise NotFound(f"no user {owner}")
+    group = yield server.groups.create(owner, name)
+    others = [m for m in members if m != owner]
+    if others:
+        if invite:
+            yield server.groups.invite_many(owner, group.gid, others)
+        else:
+            yield server.groups.add_members(owner, group.gid, others)
+    return {"code": serialize.OK, "tid": group.gid}
+
+
+@call("team/add")
+def team_add(server, form):
+    gid, owner = form.text("tid", 50, required=True), form.accid("owner")
+    members = form.accid_list("members", 200)
+    if form.integer("magree", (0, 1), default=0) == 1:
+        yield server.groups.invite_many(owner, gid, members)
+    else:
+        yield server.groups.add_members(owner, gid, members)
+    return OK
+
+
+@call("team/kick")
+def team_kick(server, form):
+    gid, owner = form.text("tid", 50, required=True), form.accid("owner")
+    members = form.accid_list("members", 200) if "members" in form.values else [form.accid("member")]
+    for member in members:
+        yield server.groups.remove_member(owner, gid, member)
+    return OK
+
+
+@call("team/remove")
+def team_remove(server, form):
+    yield server.groups.dissolve(form.accid("owner"), form.text("tid", 50, required=True))
+    return OK
+
+
+@call("team/query")
+def team_query(server, form):
+    gids = form.json("tids", 64 * 100, required=True)
+    if not isinstance(gids, list) or len(gids) > 100 or not all(isinstance(g, (str, int)) for g in gids):
+        raise InvalidField("tids must be a JSON array of at most 100 team ids")
+    with_members = form.integer("ope", (0, 1), default=0) == 1
+    teams = []
+    for gid in gids:
+        found = yield server.groups.info(str(gid))
+        if found is not None:
+            teams.append(serialize.team(*found, with_members))
+    return {"code": serialize.OK, "tinfos": teams}
 
 
 @call("msg/unreadCount")

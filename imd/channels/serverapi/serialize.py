@@ -24,6 +24,7 @@ from imd.errors import (
     ReplayedRequest,
     StaleRequest,
     TooLarge,
+    TooLate,
     Unauthenticated,
 )
 
@@ -35,6 +36,7 @@ _CODES: list[tuple[type[IMError], int]] = [
     (BadSignature, 414),
     (StaleRequest, 414),
     (ReplayedRequest, 431),
+    (TooLate, 508),
     (TooLarge, 414),
     (BadRequest, 414),
     (MethodNotAllowed, 414),
@@ -64,6 +66,21 @@ def created(uid: str, token: str, name: str) -> dict[str, Any]:
 def user_info(user: Any) -> dict[str, Any]:
     """A user (L{imd.store.users.User}) in ``getUinfos``."""
     return {"accid": user.uid, "name": user.name, "icon": user.avatar, "sign": user.sign}
+
+
+def team(group: Any, members: Any, with_members: bool) -> dict[str, Any]:
+    """A group (L{imd.store.groups.Group}) as a team of ``team/query``."""
+    info = {
+        "tid": group.gid,
+        "tname": group.name,
+        "owner": group.creator,
+        "createtime": group.created_at,
+        "size": len(members),
+        "admins": [m.uid for m in members if m.role == 1 and m.uid != group.creator],
+    }
+    if with_members:
+        info["members"] = [m.uid for m in members if m.uid != group.creator]
+    return info
 
 
 def friends(rows: Any) -> dict[str, Any]:
