@@ -192,6 +192,7 @@ class WebhooksConfig:
     poll_ms: int = key(1_000, _positive, "how often an idle deliverer looks for new rows, in ms")
     lease: int = key(60, _positive, "seconds an instance holds the rows it delivers; a crashed one's are then taken over")
     batch: int = key(20, _positive, "rows claimed at a time")
+    keep_delivered: int = key(86_400, _not_negative, "seconds a delivered row is kept (for a look with SQL) before it is deleted")
 
     def check(self) -> None:
         if self.lease <= self.timeout:

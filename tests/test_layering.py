@@ -19,8 +19,11 @@ from tests.support import child_env, repo_root
 IMD = os.path.join(repo_root(), "imd")
 FAMILIES = ("longconn", "methodapi", "native", "serverapi")
 # Keys and values that belong to one seed's wire format, not to imd: seed
-# 001's group and roster words, seed 004's status codes and envelope.
-SEED_WORDS = {"fname", "gname", "uname", "right", "peers", "grp", "frd", "exit", "1111", "0000", "status", "_t"}
+# 001's group and roster words, seed 004's status codes and envelope, seed
+# 003's parameters and webhook fields.
+SEED_WORDS = {"fname", "gname", "uname", "right", "peers", "grp", "frd", "exit", "1111", "0000", "status", "_t",
+              # seed 003's server API and webhooks
+              "accid", "faccid", "attach", "msgtype", "eventType", "convType", "tid", "tname"}
 
 
 def modules(package: str):

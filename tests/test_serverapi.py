@@ -209,9 +209,12 @@ class AccountTestsMixin(ServerApiMixin):
     def test_get_uinfos(self):
         server = self.start_server()
         client = yield self.api(server)
-        yield self.ok(client, "user/create", accid="u1", name="One")
+        yield self.ok(client, "user/create", accid="u1", name="One", icon="https://cdn.example/1.png", sign="hi", gender="1")
         reply = yield self.ok(client, "user/getUinfos", accids='["u1","nobody"]')
-        self.assertEqual([(u["accid"], u["name"]) for u in reply["uinfos"]], [("u1", "One")])
+        self.assertEqual(reply["uinfos"], [{"accid": "u1", "name": "One", "icon": "https://cdn.example/1.png", "sign": "hi"}])
+        self.assertEqual((yield server.profiles.get("u1"))["sex"], "1")
+        yield self.refused(client, "user/create", 414, {"accid": "u2", "gender": "7"})
+        self.assertIsNone((yield server.accounts.get_user("u2")))
 
 
 class FriendTestsMixin(ServerApiMixin):

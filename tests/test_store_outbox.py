@@ -175,6 +175,56 @@ class OutboxMixin:
         self.assertFalse((yield notices.mark_received("c", kept[0].id)))
         self.assertEqual((yield notices.pending("b")), [])
 
+    @inlineCallbacks
+    def test_one_instance_at_a_time_and_takeover(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(5)])
+        rows = yield outbox.claim("A", NOW, NOW + 1000, limit=3)
+        self.assertEqual(len(rows), 3)
+        # B waits while A's claim holds, and takes over once it has run out.
+        self.assertEqual((yield outbox.claim("B", NOW + 999, NOW + 2000)), [])
+        yield outbox.delivered(rows[0].id, NOW + 10)
+        self.assertEqual((yield outbox.claim("B", NOW + 500, NOW + 2000)), [])
+        taken = yield outbox.claim("B", NOW + 1001, NOW + 3000)
+        self.assertEqual([r.id for r in taken], [r.id for r in rows[1:]] + [r.id + 3 for r in rows[:2]])
+        # A failure lets go of every claim of its instance; the row is due later.
+        yield outbox.failed(taken[0].id, "B", "down", NOW + 5000, None)
+        self.assertEqual((yield outbox.claim("A", NOW + 1002, NOW + 4000)), [])
+        again = yield outbox.claim("A", NOW + 5000, NOW + 9000)
+        self.assertEqual((again[0].id, again[0].attempts, again[0].last_error), (taken[0].id, 1, "down"))
+        yield outbox.release("A")
+        self.assertEqual(len((yield outbox.claim("B", NOW + 5001, NOW + 9000))), 4)
+        depth, oldest, dead = yield outbox.stats()
+        self.assertEqual((depth, oldest, dead), (4, NOW + 1, 0))
+
+    @inlineCallbacks
+    def test_dead_rows_are_skipped_retried_and_dropped(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(3)])
+        [first, *_] = yield outbox.claim("A", NOW, NOW + 1000, limit=1)
+        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
+        rows = yield outbox.claim("A", NOW + 5, NOW + 1000)
+        self.assertEqual([r.id for r in rows], [first.id + 1, first.id + 2])
+        self.assertEqual([r.id for r in (yield outbox.undelivered(dead_only=True))], [first.id])
+        self.assertEqual((yield outbox.stats()), (2, NOW + 1, 1))
+        self.assertEqual((yield outbox.revive([first.id], NOW)), 1)
+        self.assertEqual((yield outbox.undelivered(dead_only=True)), [])
+        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
+        self.assertEqual((yield outbox.drop(None)), 1)
+        self.assertEqual(len((yield outbox.undelivered())), 2)
+
+    @inlineCallbacks
+    def test_purge_delivered(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(3)])
+        rows = yield outbox.claim("A", NOW + 5, NOW + 1000)
+        yield outbox.delivered(rows[0].id, NOW + 10)
+        yield outbox.delivered(rows[1].id, NOW + 20)
+        self.assertEqual((yield outbox.purge_delivered(NOW + 15)), 1)
+        self.assertEqual((yield outbox.purge_delivered(NOW + 15)), 0)
+        self.assertEqual(self.committed()[1], 2)
+        self.assertEqual([r.id for r in (yield outbox.undelivered())], [rows[2].id])
+
 
 class SQLiteOutboxTests(OutboxMixin, SQLiteBackend, unittest.TestCase):
     pass

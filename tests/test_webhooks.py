@@ -19,11 +19,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from imd.channels.longconn import msgtypes as T
-from imd.channels.methodapi.client import connect_socket
 from imd.channels.serverapi.client import ServerApiClient
-from imd.store.store import Store
 from tests.processes import ProcessTestMixin
-from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend, child_env
+from tests.support import PostgresBackend, SQLiteBackend, child_env
+from tests.test_serverapi import ServerApiMixin
 
 NOW = 1_700_000_000_000
 APP_KEY, APP_SECRET = "hookkey", "hooksecret"
@@ -104,7 +103,7 @@ def in_order(testcase, receiver: Receiver, expected_ids: list[int]) -> None:
     testcase.assertEqual(receiver.forged, 0)
 
 
-class WebhookMixin(LongConnTestMixin):
+class WebhookMixin(ServerApiMixin):
     def receiver(self) -> Receiver:
         receiver = Receiver(APP_SECRET)
         receiver.listen()
@@ -114,19 +113,9 @@ class WebhookMixin(LongConnTestMixin):
     def start_hooked(self, receiver: Receiver, **webhooks):
         hooks = {"url": receiver.url, "retry_min_ms": 20, "retry_max_ms": 200, "poll_ms": 20}
         hooks.update(webhooks)
-        server = self.start_server(
-            serverapi={"app_key": APP_KEY, "app_secret": APP_SECRET},
-            webhooks=hooks,
-            socket={"endpoint": "tcp:0:interface=127.0.0.1", "encrypt": False},
-        )
+        server = self.start_server(serverapi={"app_key": APP_KEY, "app_secret": APP_SECRET}, webhooks=hooks)
         host, port = server.address("http")
         return server, ServerApiClient(f"http://{host}:{port}", APP_KEY, APP_SECRET)
-
-    @inlineCallbacks
-    def ok(self, client, path, **params):
-        code, reply = yield client.call(path, params)
-        self.assertEqual((code, reply.get("code")), (200, 200), reply)
-        return reply
 
     @inlineCallbacks
     def outbox_ids(self, server) -> list[int]:
@@ -226,8 +215,7 @@ class FlowTestsMixin(WebhookMixin):
         token = (yield self.ok(client, "user/create", accid="u1"))["info"]["token"]
         c = yield self.connect(server)
         yield c.auth("u1", token=token, res="pad")
-        host, port = server.address("socket")
-        sock = yield connect_socket(reactor, host, port, encrypted=False)
+        sock = yield self.socket(server)
         yield sock.bind("u1", token)
         yield c.close()
         yield sock.close()
@@ -284,6 +272,10 @@ class FlowTestsMixin(WebhookMixin):
         yield eventually(lambda: server.metrics.outbox_depth._value.get() == 0)
         self.assertEqual((yield self.outbox_ids(server)), [])
         self.assertGreaterEqual(server.metrics.outbox_delivered._value.get(), 7)
+        code, text, _ = yield self.http(server, "GET", "/metrics")
+        for name in ("imd_outbox_depth 0.0", "imd_outbox_dead 0.0", "imd_outbox_oldest_seconds 0.0",
+                     "imd_outbox_delivered_total", "imd_outbox_retried_total"):
+            self.assertIn(name.encode(), text)
 
     @inlineCallbacks
     def test_dead_rows_wait_for_an_administrator(self):
@@ -305,67 +297,11 @@ class FlowTestsMixin(WebhookMixin):
         yield eventually(lambda: [b["msgidClient"] for b in receiver.bodies()] == ["m2", "m1"])
 
 
-class ClaimTestsMixin:
-    """The outbox's claims, on a store of its own."""
-
-    def setUp(self):
-        self.store = Store(self.database_url(), reactor=reactor)
-        self.store.migrate()
-        self.store.start()
-        self.addCleanup(self.store.stop)
-
-    @inlineCallbacks
-    def test_one_instance_at_a_time_and_takeover(self):
-        outbox = self.store.outbox
-        yield outbox.add_many([("message", "{}", NOW + i) for i in range(5)])
-        rows = yield outbox.claim("A", NOW, NOW + 1000, limit=3)
-        self.assertEqual(len(rows), 3)
-        # B waits while A's claim holds, and takes over once it has run out.
-        self.assertEqual((yield outbox.claim("B", NOW + 999, NOW + 2000)), [])
-        yield outbox.delivered(rows[0].id, NOW + 10)
-        self.assertEqual((yield outbox.claim("B", NOW + 500, NOW + 2000)), [])
-        taken = yield outbox.claim("B", NOW + 1001, NOW + 3000)
-        self.assertEqual([r.id for r in taken], [r.id for r in rows[1:]] + [r.id + 3 for r in rows[:2]])
-        # A failure lets go of every claim of its instance; the row is due later.
-        yield outbox.failed(taken[0].id, "B", "down", NOW + 5000, None)
-        self.assertEqual((yield outbox.claim("A", NOW + 1002, NOW + 4000)), [])
-        again = yield outbox.claim("A", NOW + 5000, NOW + 9000)
-        self.assertEqual((again[0].id, again[0].attempts, again[0].last_error), (taken[0].id, 1, "down"))
-        yield outbox.release("A")
-        self.assertEqual(len((yield outbox.claim("B", NOW + 5001, NOW + 9000))), 4)
-        depth, oldest, dead = yield outbox.stats()
-        self.assertEqual((depth, oldest, dead), (4, NOW + 1, 0))
-
-    @inlineCallbacks
-    def test_dead_rows_are_skipped_retried_and_dropped(self):
-        outbox = self.store.outbox
-        yield outbox.add_many([("message", "{}", NOW + i) for i in range(3)])
-        [first, *_] = yield outbox.claim("A", NOW, NOW + 1000, limit=1)
-        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
-        rows = yield outbox.claim("A", NOW + 5, NOW + 1000)
-        self.assertEqual([r.id for r in rows], [first.id + 1, first.id + 2])
-        self.assertEqual([r.id for r in (yield outbox.undelivered(dead_only=True))], [first.id])
-        self.assertEqual((yield outbox.stats()), (2, NOW + 1, 1))
-        self.assertEqual((yield outbox.revive([first.id], NOW)), 1)
-        self.assertEqual((yield outbox.undelivered(dead_only=True)), [])
-        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
-        self.assertEqual((yield outbox.drop(None)), 1)
-        self.assertEqual(len((yield outbox.undelivered())), 2)
-
-
 class SQLiteFlowTests(FlowTestsMixin, SQLiteBackend, unittest.TestCase):
     pass
 
 
 class PostgresFlowTests(FlowTestsMixin, PostgresBackend, unittest.TestCase):
-    pass
-
-
-class SQLiteClaimTests(ClaimTestsMixin, SQLiteBackend, unittest.TestCase):
-    pass
-
-
-class PostgresClaimTests(ClaimTestsMixin, PostgresBackend, unittest.TestCase):
     pass
 
 

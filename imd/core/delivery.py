@@ -24,6 +24,8 @@ from twisted.logger import Logger
 from imd.config import WebhooksConfig
 
 log = Logger()
+# An idle deliverer deletes old delivered rows at most this often (ms).
+PURGE_EVERY_MS = 60_000
 
 
 def backoff_ms(config: WebhooksConfig, attempts: int) -> int:
@@ -52,6 +54,7 @@ class OutboxDeliverer(Service):
         self._sleeping: Deferred | None = None
         self._sending: Deferred | None = None
         self.me = ""
+        self._purged_at = 0
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -109,6 +112,11 @@ class OutboxDeliverer(Service):
         rows = yield self._outbox.claim(self.me, now, until, config.batch)
         yield self._report_depth()
         if not rows:
+            if now - self._purged_at >= PURGE_EVERY_MS:
+                self._purged_at = now
+                purged = yield self._outbox.purge_delivered(now - config.keep_delivered * 1000)
+                if purged:
+                    log.info("outbox: deleted {n} rows delivered long ago", n=purged)
             return config.poll_ms
         for row in rows:
             # Never send on a claim that could run out before the answer.

@@ -281,7 +281,7 @@ class MessageService:
         message = yield self._find(uid, msgid, to, gid, sent_by_me=False)
         if message.sender == uid:
             raise InvalidField("a receipt is for a message someone else sent")
-        # Read receipts of 1:1 messages are reported (webhooks), as Yunxin copies them.
+        # Only read receipts of 1:1 messages are reported (the webhooks copy no others).
         report = RECEIPT_REPORT if self._outbox and kind == "read" and message.gid is None else None
         recorded = yield self._messages.add_receipt(message.id, uid, kind, self._now(), report)
         if recorded:

@@ -175,6 +175,14 @@ class OutboxStore:
 
         return self._db.run("outbox.release", thd)
 
+    def purge_delivered(self, before: int) -> "Deferred[int]":
+        """Delete the rows delivered before C{before} (ms); how many."""
+
+        def thd(conn: Connection) -> int:
+            return conn.execute(delete(s.outbox).where(o.delivered_at < before)).rowcount
+
+        return self._db.run("outbox.purge_delivered", thd)
+
     def stats(self) -> "Deferred[tuple[int, int | None, int]]":
         """(undelivered live rows, created_at of the oldest of them, dead rows)."""
 

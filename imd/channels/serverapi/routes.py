@@ -50,11 +50,13 @@ def user_create(server, form):
     uid = form.accid()
     name = form.text("name", 64)
     token = form.text("token", 128) or None
+    profile = _profile(form)
     try:
         user, token = yield server.accounts.register_with_token(uid, token, name)
     except Conflict:
         # Yunxin's answer, which business servers look for.
         raise InvalidField("already register") from None
+    yield _set_profile(server, uid, profile)
     return serialize.created(user.uid, token, user.name)
 
 
@@ -98,28 +100,41 @@ def user_get_uinfos(server, form):
     return {"code": serialize.OK, "uinfos": infos}
 
 
-# user/updateUinfo's parameters -> imd's profile fields.
-PROFILE = {"email": ("email", 64), "birth": ("birthday", 16), "mobile": ("cellphone", 32), "gender": ("sex", 1)}
+# Profile parameters of user/create and user/updateUinfo, and their longest values.
+PROFILE = {"name": 64, "icon": 500, "sign": 256, "email": 64, "birth": 16, "mobile": 32, "gender": 1}
+# Those stored as imd profile fields, and their names there.
+PROFILE_FIELDS = {"name": "name", "email": "email", "birth": "birthday", "mobile": "cellphone", "gender": "sex"}
+
+
+def _profile(form: Form) -> dict[str, str]:
+    """The profile parameters of user/create and user/updateUinfo that were given, checked."""
+    values = {}
+    for name, limit in PROFILE.items():
+        if name in form.values:
+            values[name] = form.text(name, limit)
+    if values.get("gender", "0") not in ("", "0", "1", "2"):
+        raise InvalidField("gender must be 0, 1 or 2")
+    return values
+
+
+@inlineCallbacks
+def _set_profile(server, uid: str, values: dict[str, str]):
+    fields = {key: values[name] for name, key in PROFILE_FIELDS.items() if name in values}
+    if fields:
+        yield server.profiles.set(uid, fields)
+    if "sign" in values:
+        yield server.profiles.set_sign(uid, values["sign"])
+    if "icon" in values:
+        yield server.profiles.set_avatar(uid, values["icon"], uploaded=False)
 
 
 @call("user/updateUinfo")
 def user_update_uinfo(server, form):
     uid = form.accid()
+    values = _profile(form)
     if (yield server.accounts.get_user(uid)) is None:
         raise NotFound(f"no user {uid}")
-    values = {}
-    for name, (key, limit) in PROFILE.items():
-        if name in form.values:
-            values[key] = form.text(name, limit)
-    if values.get("sex", "0") not in ("", "0", "1", "2"):
-        raise InvalidField("gender must be 0, 1 or 2")
-    if "name" in form.values:
-        values["name"] = form.text("name", 64)
-    yield server.profiles.set(uid, values)
-    if "sign" in form.values:
-        yield server.profiles.set_sign(uid, form.text("sign", 256))
-    if "icon" in form.values:
-        yield server.profiles.set_avatar(uid, form.text("icon", 500), uploaded=False)
+    yield _set_profile(server, uid, values)
     return OK
 
 

@@ -107,18 +107,25 @@ def _client_type(resource: str) -> str:
     return "REST" if resource == API_RESOURCE else "PC"
 
 
-def copied_message(data: Mapping[str, Any], nick: str) -> dict[str, str]:
-    """A message (L{imd.store.messages.message_data}) as an eventType 1 body."""
+def _copy(data: Mapping[str, Any], conv: str, client_type: str, nick: str) -> dict[str, str]:
+    """What an eventType 1 body says of any message or notification."""
     group = "gid" in data
     return {
         "eventType": "1",
-        "convType": "TEAM" if group else "PERSON",
+        "convType": f"{conv}TEAM" if group else f"{conv}PERSON",
         "to": data["gid"] if group else data["to"],
         "fromAccount": data["from"],
-        "fromClientType": _client_type(data["from_res"]),
-        "fromDeviceId": data["from_res"],
+        "fromClientType": client_type,
         "fromNick": nick,
         "msgTimestamp": str(data["time"]),
+    }
+
+
+def copied_message(data: Mapping[str, Any], nick: str) -> dict[str, str]:
+    """A message (L{imd.store.messages.message_data}) as an eventType 1 body."""
+    return {
+        **_copy(data, "", _client_type(data["from_res"]), nick),
+        "fromDeviceId": data["from_res"],
         "msgType": _MSG_TYPES.get(data["kind"], "CUSTOM"),
         "body": data["body"],
         "attach": "",
@@ -130,19 +137,7 @@ def copied_message(data: Mapping[str, Any], nick: str) -> dict[str, str]:
 
 def copied_notice(data: Mapping[str, Any], nick: str) -> dict[str, str]:
     """A custom notification (L{imd.core.notices.notice_data}) as an eventType 1 body."""
-    group = "gid" in data
-    return {
-        "eventType": "1",
-        "convType": "CUSTOM_TEAM" if group else "CUSTOM_PERSON",
-        "to": data["gid"] if group else data["to"],
-        "fromAccount": data["from"],
-        "fromClientType": "REST",
-        "fromNick": nick,
-        "msgTimestamp": str(data["time"]),
-        "msgType": "CUSTOM",
-        "body": "",
-        "attach": data["body"],
-    }
+    return {**_copy(data, "CUSTOM_", "REST", nick), "msgType": "CUSTOM", "body": "", "attach": data["body"]}
 
 
 def copied_recall(data: Mapping[str, Any], nick: str) -> dict[str, str]:
