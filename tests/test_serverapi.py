@@ -330,7 +330,10 @@ class UnreadTestsMixin(FriendTestsMixin):
             ack = yield seller.send_message("buyer", f"s{i}", msgid=f"s{i}")
             sent.append(ack)
         yield other.send_message("buyer", "o0", msgid="o0")
-        # One through the API too.
+        # One from the socket, one through the API too.
+        sock = yield self.socket(server)
+        yield sock.bind("seller", tokens["seller"])
+        yield sock.sendmsg("from the socket", to_user_id="buyer", msgid="k0")
         yield self.ok(client, "msg/sendMsg", **{"from": "seller", "ope": "0", "to": "buyer", "type": "0", "body": '{"msg":"api"}'})
 
         @inlineCallbacks
@@ -355,14 +358,14 @@ class UnreadTestsMixin(FriendTestsMixin):
                     expected[sender] += 1
             return expected
 
-        self.assertEqual((yield counts()), {"seller": 5, "other": 1, "nobody": 0})
+        self.assertEqual((yield counts()), {"seller": 6, "other": 1, "nobody": 0})
         self.assertEqual((yield counts()), from_rows())
         buyer = yield self.connect(server)
         yield buyer.auth("buyer", token=tokens["buyer"])
         yield buyer.receipt("s1", to="seller")
-        self.assertEqual((yield counts()), {"seller": 3, "other": 1, "nobody": 0})
+        self.assertEqual((yield counts()), {"seller": 4, "other": 1, "nobody": 0})
         yield seller.recall("s3", to="buyer")
-        self.assertEqual((yield counts()), {"seller": 2, "other": 1, "nobody": 0})
+        self.assertEqual((yield counts()), {"seller": 3, "other": 1, "nobody": 0})
         self.assertEqual((yield counts()), from_rows())
         # A read receipt from the socket's user on the long connection is the same receipt.
         yield buyer.receipt("o0", to="other")

@@ -6,13 +6,14 @@ written in the transaction of the message they tell of.
 from __future__ import annotations
 
 import json
+import threading
 
 from sqlalchemy import create_engine, func, select, update
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
-from imd.store import persist
+from imd.store import outbox, persist
 from imd.store import schema as s
 from imd.store.database import normalize_url
 from imd.store.messages import Ack, Send
@@ -231,4 +232,24 @@ class SQLiteOutboxTests(OutboxMixin, SQLiteBackend, unittest.TestCase):
 
 
 class PostgresOutboxTests(OutboxMixin, PostgresBackend, unittest.TestCase):
-    pass
+    def test_ids_in_commit_order(self):
+        """A writer waits for an earlier one's commit: a later id is never committed first."""
+        first = self.store.db.engine.connect()
+        self.addCleanup(first.close)
+        transaction = first.begin()
+        outbox.add_txn(first, "a", {}, NOW)
+        done = threading.Event()
+
+        def second():
+            with self.store.db.engine.begin() as conn:
+                outbox.add_txn(conn, "b", {}, NOW)
+            done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        # It waits as long as the first is open; a bound, not a duration measured.
+        self.assertFalse(done.wait(0.5))
+        transaction.commit()
+        thread.join(30)
+        self.assertTrue(done.is_set())
+        self.assertEqual([kind for kind, *_ in self.outbox_rows()], ["a", "b"])

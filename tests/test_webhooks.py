@@ -21,7 +21,7 @@ from twisted.web.server import Site
 from imd.channels.longconn import msgtypes as T
 from imd.channels.serverapi.client import ServerApiClient
 from tests.processes import ProcessTestMixin
-from tests.support import PostgresBackend, SQLiteBackend, child_env
+from tests.support import PostgresBackend, SQLiteBackend, child_env, make_config, start_server
 from tests.test_serverapi import ServerApiMixin
 
 NOW = 1_700_000_000_000
@@ -276,6 +276,26 @@ class FlowTestsMixin(WebhookMixin):
         for name in ("imd_outbox_depth 0.0", "imd_outbox_dead 0.0", "imd_outbox_oldest_seconds 0.0",
                      "imd_outbox_delivered_total", "imd_outbox_retried_total"):
             self.assertIn(name.encode(), text)
+
+    @inlineCallbacks
+    def test_two_instances_deliver_one_ordered_stream(self):
+        receiver = self.receiver()
+        url = self.database_url()
+        hooks = {"url": receiver.url, "retry_min_ms": 20, "retry_max_ms": 200, "poll_ms": 20, "batch": 3}
+        servers = [
+            start_server(self, make_config(url, webhooks=hooks, instance={"id": f"node{i}"},
+                                           serverapi={"app_key": APP_KEY, "app_secret": APP_SECRET}))
+            for i in range(2)
+        ]
+        for uid in ("a", "b"):
+            yield servers[0].accounts.register(uid, "secret1")
+        for i in range(12):
+            yield servers[i % 2].messages.send("a", f"m{i}", f"n{i}", to="b")
+        yield eventually(lambda: len(receiver.stored()) == 12)
+        in_order(self, receiver, self.all_ids(servers[0]))
+        self.assertEqual([b["msgidClient"] for _, b in receiver.stored()], [f"m{i}" for i in range(12)])
+        delivered = sum(s.metrics.outbox_delivered._value.get() for s in servers)
+        self.assertGreaterEqual(delivered, 12)
 
     @inlineCallbacks
     def test_dead_rows_wait_for_an_administrator(self):

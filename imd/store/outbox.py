@@ -29,11 +29,27 @@ o = s.outbox.c
 _COLUMNS = {"kind": "text", "payload": "text", "created_at": "bigint", "next_attempt_at": "bigint"}
 
 
+# The Postgres advisory lock that orders outbox writers (any number: it is imd's).
+ORDER_LOCK = 3_000_003
+
+
 def add_many_txn(raw: Raw, rows: Sequence[tuple[str, str, int]]) -> None:
     """
     Add C{rows} of (kind, payload as JSON text, created_at), each due at
     once, inside the transaction of C{raw}.
+
+    On Postgres the rows' ids come from a sequence when they are inserted,
+    not when they are committed: a transaction could commit row 11 while
+    row 10 is still on its way, and a deliverer would send 11 first.  So
+    writers take one lock, held until they commit, before they insert:
+    ids are then in commit order.  It is taken last in the transaction
+    (callers add outbox rows after their other writes), so it is held only
+    for the commit.  SQLite writers are serialised already.
     """
+    if not rows:
+        return
+    if raw.postgres:
+        raw.execute("SELECT pg_advisory_xact_lock(?)", [ORDER_LOCK])
     raw.insert("outbox", _COLUMNS, [(kind, payload, at, at) for kind, payload, at in rows])
 
 
