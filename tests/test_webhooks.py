@@ -19,8 +19,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from imd.channels.longconn import msgtypes as T
+from imd.channels.longconn.client import connect
+from imd.channels.methodapi.client import connect_socket
 from imd.channels.serverapi.client import ServerApiClient
-from tests.processes import ProcessTestMixin
+from tests.processes import ProcessTestMixin, free_ports, listener_env
 from tests.support import PostgresBackend, SQLiteBackend, child_env, make_config, start_server
 from tests.test_serverapi import ServerApiMixin
 
@@ -374,6 +376,83 @@ class SigkillMixin(ProcessTestMixin):
         self.assertEqual(receiver.forged, 0)
         yield self.stop(child)
 
+
+class SeedFlowsMixin(ProcessTestMixin):
+    """Seed 003's three flows against a fresh twistd imd, as its business server runs them."""
+
+    def database_env(self) -> dict:
+        raise NotImplementedError()
+
+    @inlineCallbacks
+    def test_the_three_flows(self):
+        receiver = Receiver("")
+        receiver.listen()
+        self.addCleanup(lambda: receiver.port.stopListening() if receiver.port.connected else None)
+        cwd = self.empty_dir()
+        env = child_env(IMD_WEBHOOKS_URL=receiver.url, IMD_WEBHOOKS_POLL_MS="50", **self.database_env())
+        out = yield self.cli(cwd, env, "app", "add", "shop")
+        key, secret = (line.split(": ")[1] for line in out.splitlines()[:2])
+        receiver.secret = secret
+        ports = free_ports(4)
+        child = self.twistd(cwd, {**env, **listener_env(ports)})
+        base = f"http://127.0.0.1:{ports[0]}"
+        yield self.wait_healthy(child, base)
+        shop = ServerApiClient(base, key, secret)
+
+        # 1. Accounts with tokens, made friends.
+        tokens = {}
+        for accid in ("Buyer1", "seller1"):
+            code, reply = yield shop.call("user/create", {"accid": accid, "name": accid.title()})
+            self.assertEqual(reply["code"], 200, reply)
+            tokens[reply["info"]["accid"]] = reply["info"]["token"]
+        self.assertEqual(sorted(tokens), ["buyer1", "seller1"])
+        code, reply = yield shop.call("friend/add", {"accid": "buyer1", "faccid": "seller1", "type": "1"})
+        self.assertEqual(reply["code"], 200, reply)
+
+        # 2. A shipping notice: live on the long connection, after bind on the socket.
+        buyer = yield connect(reactor, "127.0.0.1", ports[1])
+        self.addCleanup(buyer.close)
+        yield buyer.auth("buyer1", token=tokens["buyer1"])
+        notice = '{"type":"shipped","order":"A-1"}'
+        for to in ("buyer1", "seller1"):
+            code, reply = yield shop.call("msg/sendAttachMsg", {"from": "seller1", "msgtype": "0", "to": to, "attach": notice})
+            self.assertEqual(reply["code"], 200, reply)
+        _, pushed = yield buyer.expect(T.IM_NOTIFY_SYSTEM)
+        self.assertEqual(pushed["attach"], notice)
+        sock = yield connect_socket(reactor, "127.0.0.1", ports[2])
+        self.addCleanup(sock.close)
+        yield sock.bind("seller1", tokens["seller1"])
+        self.assertEqual((yield sock.expect("notify"))["content"], notice)
+
+        # 3. A message reaches the webhook signed; a read receipt zeroes the count.
+        seller = yield connect(reactor, "127.0.0.1", ports[1])
+        self.addCleanup(seller.close)
+        yield seller.auth("seller1", password=tokens["seller1"], res="pc")
+        yield seller.send_message("buyer1", "已发货,请查收", msgid="ship-1")
+        yield eventually(lambda: any(b.get("msgidClient") == "ship-1" for b in receiver.bodies()))
+        copy = next(b for b in receiver.bodies() if b.get("msgidClient") == "ship-1")
+        self.assertEqual((copy["fromAccount"], copy["to"], copy["body"]), ("seller1", "buyer1", "已发货,请查收"))
+        code, reply = yield shop.call("msg/unreadCount", {"accid": "buyer1", "peers": '["seller1"]'})
+        self.assertEqual(reply["counts"], {"seller1": 1})
+        yield buyer.receipt("ship-1", to="seller1")
+        code, reply = yield shop.call("msg/unreadCount", {"accid": "buyer1", "peers": '["seller1"]'})
+        self.assertEqual(reply["counts"], {"seller1": 0})
+        yield eventually(lambda: receiver.bodies("30"))
+        self.assertEqual(receiver.forged, 0)
+        yield buyer.close()
+        yield seller.close()
+        yield sock.close()
+        yield self.stop(child)
+
+
+class SQLiteSeedFlowsTests(SeedFlowsMixin, unittest.TestCase):
+    def database_env(self) -> dict:
+        return {}
+
+
+class PostgresSeedFlowsTests(SeedFlowsMixin, PostgresBackend, unittest.TestCase):
+    def database_env(self) -> dict:
+        return {"IMD_DATABASE_URL": self.database_url()}
 
 class SQLiteSigkillTests(SigkillMixin, unittest.TestCase):
     def database_env(self) -> dict:
