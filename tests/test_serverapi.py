@@ -91,26 +91,66 @@ class AuthTestsMixin(ServerApiMixin):
         self.assertIn("python -m imd app add", reply["desc"])
 
     @inlineCallbacks
-    def test_each_refusal_has_its_code(self):
+    def signed(self):
+        """A server with one app, and that app's client."""
         server = self.start_server()
         client = yield self.api(server)
-        params = {"accid": "alice"}
-        yield self.refused(ServerApiClient(client.base, "unknown", client.secret), "user/create", 403, params)
-        yield self.refused(client, "user/create", 414, params, headers={"CheckSum": "0" * 40})
-        stale = str(int(time.time()) - 3600)
-        yield self.refused(client, "user/create", 414, params, headers=client.headers(curtime=stale))
-        for header in ("AppKey", "Nonce", "CurTime", "CheckSum"):
-            yield self.refused(client, "user/create", 414, params, headers={header: None})
-        yield self.refused(client, "user/create", 414, params, headers=client.headers(nonce="n" * 129))
-        yield self.refused(client, "user/create", 414, params, headers=client.headers(curtime="soon"))
-        # Nothing refused so far was done.
+        return server, client
+
+    @inlineCallbacks
+    def assertRefusedAndUndone(self, code, **kwargs):
+        server, client = yield self.signed()
+        yield self.refused(client, "user/create", code, {"accid": "alice"}, **kwargs)
         self.assertIsNone((yield server.accounts.get_user("alice")))
-        replayed = client.headers(nonce="once")
+        # The same call, signed right, goes through: only the fault was refused.
         yield self.ok(client, "user/create", accid="alice")
+
+    def test_unknown_app_key_is_403(self):
+        return self.assertRefusedAndUndone(403, headers={"AppKey": "unknown"})
+
+    def test_bad_checksum_is_414(self):
+        return self.assertRefusedAndUndone(414, headers={"CheckSum": "0" * 40})
+
+    @inlineCallbacks
+    def test_checksum_of_another_secret_is_414(self):
+        server, client = yield self.signed()
+        forged = ServerApiClient(client.base, client.app_key, "not the secret")
+        yield self.refused(forged, "user/create", 414, {"accid": "alice"})
+        self.assertIsNone((yield server.accounts.get_user("alice")))
+
+    @inlineCallbacks
+    def test_stale_curtime_is_414(self):
+        server, client = yield self.signed()
+        for curtime in (int(time.time()) - 3600, int(time.time()) + 3600):
+            yield self.refused(client, "user/create", 414, {"accid": "alice"}, headers=client.headers(curtime=str(curtime)))
+        self.assertIsNone((yield server.accounts.get_user("alice")))
+
+    @inlineCallbacks
+    def test_missing_headers_are_414(self):
+        server, client = yield self.signed()
+        for header in ("AppKey", "Nonce", "CurTime", "CheckSum"):
+            yield self.refused(client, "user/create", 414, {"accid": "alice"}, headers={header: None})
+        self.assertIsNone((yield server.accounts.get_user("alice")))
+
+    @inlineCallbacks
+    def test_malformed_nonce_and_curtime_are_414(self):
+        server, client = yield self.signed()
+        yield self.refused(client, "user/create", 414, {"accid": "alice"}, headers=client.headers(nonce="n" * 129))
+        yield self.refused(client, "user/create", 414, {"accid": "alice"}, headers=client.headers(curtime="soon"))
+        self.assertIsNone((yield server.accounts.get_user("alice")))
+
+    @inlineCallbacks
+    def test_replayed_nonce_is_431(self):
+        server, client = yield self.signed()
+        replayed = client.headers(nonce="once")
         code, reply = yield client.call("user/create", {"accid": "bob"}, headers=replayed)
         self.assertEqual(reply["code"], 200, reply)
         yield self.refused(client, "user/create", 431, {"accid": "carol"}, headers=replayed)
         self.assertIsNone((yield server.accounts.get_user("carol")))
+        # Another app may use the same Nonce.
+        other = yield self.api(server, "other")
+        code, reply = yield other.call("user/create", {"accid": "dave"}, headers=other.headers(nonce="once"))
+        self.assertEqual(reply["code"], 200, reply)
 
     @inlineCallbacks
     def test_missing_oversized_and_garbage_parameters(self):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_serverapi_apps -*-
+# -*- test-case-name: tests.test_serverapi,tests.test_cli -*-
 """
 Apps: the business servers allowed to call the server API, each with a
 key it names itself by and a secret it signs with.  Made by an

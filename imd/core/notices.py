@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_serverapi_notices -*-
+# -*- test-case-name: tests.test_serverapi -*-
 """
 Custom notifications: a business server's own words (a shipping notice,
 say) from one user to another or to a group's members, apart from the

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_serverapi_apps -*-
+# -*- test-case-name: tests.test_serverapi,tests.test_cli -*-
 """Apps: the AppKey and AppSecret a business server signs its calls with."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_serverapi_notices -*-
+# -*- test-case-name: tests.test_store_outbox,tests.test_serverapi -*-
 """
 Custom notifications kept for their recipients until written to one of
 their sessions, and the outbox row that reports one, in one transaction.
