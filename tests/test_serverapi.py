@@ -21,6 +21,7 @@ from imd.channels.methodapi.client import SocketError, connect_socket
 from imd.channels.serverapi.checksum import checksum
 from imd.channels.serverapi.client import ServerApiClient, sign
 from imd.channels.serverapi.form import Form
+from imd.core import events
 from imd.errors import InvalidField
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 
@@ -337,6 +338,30 @@ class NoticeTestsMixin(FriendTestsMixin):
         yield again.ping()
         self.assertEqual([p for p in again.pushes if p.get("action") == "notify"], [])
         self.assertEqual((yield server.notices.pending("seller")), [])
+
+    @inlineCallbacks
+    def test_a_kept_notice_arriving_live_during_login_is_written_once(self):
+        server = self.start_server()
+        client = yield self.api(server)
+        tokens = yield self.users(server, client, "shop", "buyer")
+        yield self.ok(client, "msg/sendAttachMsg", **{"from": "shop", "msgtype": "0", "to": "buyer", "attach": "once"})
+        original = server.messages.pending
+
+        @inlineCallbacks
+        def pending(*args, **kwargs):
+            found = yield original(*args, **kwargs)
+            # The same notice comes live (a resync's race) while what was missed is written.
+            for event in found:
+                if event.kind == events.NOTICE:
+                    server.hub.deliver(["buyer"], event)
+            return found
+
+        self.patch(server.messages, "pending", pending)
+        buyer = yield self.connect(server)
+        yield buyer.auth("buyer", token=tokens["buyer"])
+        yield buyer.expect(T.IM_NOTIFY_SYSTEM)
+        yield buyer.ping()
+        self.assertEqual(buyer.take(T.IM_NOTIFY_SYSTEM), [])
 
     @inlineCallbacks
     def test_team_notice_and_refusals(self):

@@ -299,6 +299,9 @@ class FramedProtocol(Protocol):
                             continue
                         seen.add(key)
                         fresh += 1
+                    elif event.kind == events.NOTICE:
+                        # A kept notification that also came live while this was read.
+                        seen.add(("notice", str(event.data["id"])))
                     if self.session is None:
                         return
                     d = self.render(event)
@@ -312,6 +315,8 @@ class FramedProtocol(Protocol):
             held, self._held = self._held, None
             for event in held:
                 if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
+                    continue
+                if event.kind == events.NOTICE and ("notice", str(event.data["id"])) in seen:
                     continue
                 self.receive(event)
             if self._resync_after and self.session is not None:
