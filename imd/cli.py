@@ -11,6 +11,13 @@
                                replace the departments and/or contacts the
                                file holds (format from .json/.csv by default)
     directory show             print the directory's versions
+    app add NAME               make an app of the server API (seed 003) and
+                               print its AppKey and AppSecret, once
+    app list                   print the apps (without their secrets)
+    app remove NAME|APPKEY
+    outbox show [--dead]       print the undelivered webhook rows
+    outbox retry ID...|--all   send dead rows again
+    outbox drop ID...|--all    delete dead rows
 """
 
 from __future__ import annotations
@@ -54,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.add_argument("--format", choices=("json", "csv"), help="default: from the file's extension")
     directory.add_parser("show", help="print the directory's versions")
+
+    app = commands.add_parser("app", help="apps of the server API").add_subparsers(dest="action", required=True)
+    app.add_parser("add", help="make an app; prints its AppKey and AppSecret once").add_argument("name")
+    app.add_parser("list", help="list the apps")
+    app.add_parser("remove", help="remove an app").add_argument("name", metavar="NAME|APPKEY")
+
+    outbox = commands.add_parser("outbox", help="webhook rows not delivered").add_subparsers(
+        dest="action", required=True
+    )
+    outbox.add_parser("show", help="print undelivered rows").add_argument("--dead", action="store_true")
+    for action, what in (("retry", "send dead rows again"), ("drop", "delete dead rows")):
+        sub = outbox.add_parser(action, help=what)
+        sub.add_argument("ids", nargs="*", type=int, metavar="ID")
+        sub.add_argument("--all", action="store_true", help="every dead row")
     return parser
 
 
@@ -71,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db(config, args)
     if args.command == "user" and args.action == "passwd" and args.password is None:
         args.password = getpass.getpass(f"new password for {args.uid}: ")
+    if args.command == "outbox" and args.action in ("retry", "drop") and bool(args.ids) == args.all:
+        print("imd: give the ids of dead rows, or --all", file=sys.stderr)
+        return 2
     if args.command == "directory" and args.action == "import":
         if args.format is None:
             args.format = _FORMATS.get(os.path.splitext(args.file)[1].lower())
@@ -114,6 +138,10 @@ def _with_server(config: Config, args: argparse.Namespace) -> int:
         try:
             if args.command == "directory":
                 await _directory(server.directory, args)
+            elif args.command == "app":
+                await _app(server.apps, args)
+            elif args.command == "outbox":
+                await _outbox(server.store.outbox, args, int(reactor.seconds() * 1000))
             else:
                 await _user(server.accounts, args)
             status.append(0)
@@ -164,3 +192,28 @@ async def _directory(directory, args: argparse.Namespace) -> None:
         for kind in KINDS:
             version = await directory.version(kind)
             print(f"{kind}: version {version}")
+
+
+async def _app(apps, args: argparse.Namespace) -> None:
+    if args.action == "add":
+        app = await apps.create(args.name)
+        print(f"AppKey: {app.app_key}\nAppSecret: {app.secret}")
+        print("Keep the secret: it is not shown again.", file=sys.stderr)
+    elif args.action == "list":
+        for app in await apps.list():
+            print(f"{app.name}\t{app.app_key}")
+    elif args.action == "remove":
+        await apps.remove(args.name)
+        print(f"removed {args.name}")
+
+
+async def _outbox(outbox, args: argparse.Namespace, now: int) -> None:
+    ids = None if getattr(args, "all", False) else getattr(args, "ids", None)
+    if args.action == "show":
+        for row in await outbox.undelivered(dead_only=args.dead):
+            state = "dead" if row.dead_at is not None else "pending"
+            print(f"{row.id}\t{row.kind}\t{state}\t{row.attempts}\t{row.last_error or ''}")
+    elif args.action == "retry":
+        print(f"{await outbox.revive(ids, now)} rows to be sent again")
+    elif args.action == "drop":
+        print(f"{await outbox.drop(ids)} rows dropped")

@@ -213,6 +213,35 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ServerApiConfig:
+    app_key: str = key("", doc="an app set here, besides those of python -m imd app add; empty: none")
+    app_secret: str = key("", doc="that app's secret")
+    max_body: int = key(65_536, _positive, "largest form body of one call, in bytes")
+
+    def check(self) -> None:
+        if bool(self.app_key) != bool(self.app_secret):
+            raise ConfigError("serverapi.app_key and serverapi.app_secret are set together or not at all")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    url: str = key("", _http_url, "where message copies are POSTed; empty: no message copy")
+    app_key: str = key("", doc="the app whose secret signs them; empty: the only app there is")
+    timeout: int = key(10, _positive, "seconds one POST may take")
+    retry_min_ms: int = key(1_000, _positive, "first wait after a failed POST, in ms; doubled each time")
+    retry_max_ms: int = key(300_000, _positive, "longest wait between attempts, in ms")
+    max_attempts: int = key(100, _not_negative, "attempts before a row is set aside as dead; 0: never")
+    poll_ms: int = key(1_000, _positive, "how often an idle deliverer looks for new rows, in ms")
+    lease: int = key(60, _positive, "seconds an instance holds the rows it delivers; a crashed one's are then taken over")
+    batch: int = key(20, _positive, "rows claimed at a time")
+    keep_delivered: int = key(86_400, _not_negative, "seconds a delivered row is kept (for a look with SQL) before it is deleted")
+
+    def check(self) -> None:
+        if self.lease <= self.timeout:
+            raise ConfigError("webhooks.lease must be longer than webhooks.timeout")
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     longconn: LongConnConfig = field(default_factory=LongConnConfig)
@@ -226,6 +255,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     messages: MessagesConfig = field(default_factory=MessagesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    serverapi: ServerApiConfig = field(default_factory=ServerApiConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     @classmethod
     def load(

@@ -80,6 +80,12 @@ class UnknownUser(NotFound):
     code = "unknown_user"
 
 
+class TooLate(Forbidden):
+    """The time to do this has passed (a recall after its window)."""
+
+    # Still "forbidden" on the wires that had it; a family may tell it apart by type.
+
+
 class MethodNotAllowed(IMError):
     """The path does not take this method."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 CHANNELS = ("longconn", "socket", "xmpp")
@@ -57,6 +57,20 @@ class Metrics:
         )
         self.redis_skipped = Counter(
             "imd_redis_skipped", "Events not published because Redis was down", registry=self.registry
+        )
+
+        self.outbox_depth = Gauge(
+            "imd_outbox_depth", "Outbox rows not delivered yet (dead ones apart)", registry=self.registry
+        )
+        self.outbox_dead = Gauge("imd_outbox_dead", "Outbox rows given up on", registry=self.registry)
+        self.outbox_oldest_seconds = Gauge(
+            "imd_outbox_oldest_seconds", "Age of the oldest undelivered outbox row", registry=self.registry
+        )
+        self.outbox_delivered = Counter(
+            "imd_outbox_delivered", "Outbox rows delivered by this instance", registry=self.registry
+        )
+        self.outbox_retried = Counter(
+            "imd_outbox_retried", "Failed outbox deliveries, to be tried again", registry=self.registry
         )
 
     def observe_store(self, name: str, seconds: float, ok: bool) -> None:

@@ -145,7 +145,14 @@ class Server:
             self.reactor,
             scram_iterations=self.config.xmpp.scram_iterations,
             guard=guard,
+            hub=self.hub,
         )
+
+    @cached_property
+    def session_reports(self):
+        from imd.core.sessions import SessionReports
+
+        return SessionReports(self.store, self.reactor, enabled=bool(self.config.webhooks.url))
 
     @cached_property
     def presence(self):
@@ -170,8 +177,22 @@ class Server:
         from imd.core.messages import MessageService
 
         return MessageService(
-            self.store, self.hub, self.config.messages, self.reactor, self.metrics
+            self.store, self.hub, self.config.messages, self.reactor, self.metrics,
+            outbox="message" if self.config.webhooks.url else None,
         )
+
+    @cached_property
+    def notices(self):
+        from imd.core.notices import NoticeService
+
+        return NoticeService(self.store, self.hub, self.reactor, report=bool(self.config.webhooks.url))
+
+    @cached_property
+    def apps(self):
+        from imd.core.apps import AppService
+
+        api = self.config.serverapi
+        return AppService(self.store, (api.app_key, api.app_secret), self.reactor)
 
     @cached_property
     def profiles(self):
@@ -199,6 +220,7 @@ class Server:
         from imd.channels.longconn import files, qid
         from imd.channels.methodapi import routes
         from imd.channels.native import api as native
+        from imd.channels.serverapi import routes as serverapi
         from imd.channels.shared.web import Root
         from imd.channels.xmpp import routes as sessions
 
@@ -209,8 +231,24 @@ class Server:
             files.make_app(self),
             routes.make_app(self),
             sessions.make_app(self),
+            serverapi.make_app(self),
         ]
         return Root(families, fallback=native_app)
+
+    @cached_property
+    def deliverer(self):
+        """Sends the outbox's rows as message-copy webhooks."""
+        from imd.channels.serverapi.webhooks import WebhookSender
+        from imd.core.delivery import OutboxDeliverer
+
+        return OutboxDeliverer(
+            self.store.outbox,
+            WebhookSender(self),
+            self.config.webhooks,
+            self.reactor,
+            lambda: self.instance_id,
+            self.metrics,
+        )
 
     def make_service(self) -> MultiService:
         from imd.channels.longconn.protocol import LongConnFactory
@@ -243,6 +281,8 @@ class Server:
             if endpoint:
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
         HubService(self).setServiceParent(top)
+        if self.config.webhooks.url:
+            self.deliverer.setServiceParent(top)
         purge = TimerService(TOKEN_PURGE_INTERVAL, self._purge_tokens)
         purge.clock = self.reactor
         purge.setServiceParent(top)

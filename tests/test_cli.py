@@ -129,7 +129,7 @@ class CliMixin:
     @inlineCallbacks
     def test_db_upgrade_and_current(self):
         head = head_revision()
-        self.assertEqual(head, "0005")
+        self.assertEqual(head, "0006")
         out = yield self.ok("db", "current")
         self.assertEqual(out, "(empty database)\n")
         out = yield self.ok("db", "upgrade")
@@ -160,6 +160,54 @@ class CliMixin:
         yield self.ok("--config", "imd.toml", "user", "add", "alice", "--password", "secret1")
         out = yield self.ok("--config", "imd.toml", "user", "list")
         self.assertEqual(out.splitlines(), ["alice\t-\t"])
+
+    @inlineCallbacks
+    def test_app_add_list_remove(self):
+        out = yield self.ok("app", "add", "shop")
+        key_line, secret_line = out.splitlines()
+        self.assertTrue(key_line.startswith("AppKey: ") and secret_line.startswith("AppSecret: "), out)
+        key, secret = key_line.split(": ")[1], secret_line.split(": ")[1]
+        self.assertEqual((len(key), len(secret)), (32, 32))
+        store = Store(self.url, reactor=reactor)
+        store.start()
+        self.addCleanup(store.stop)
+        app = yield store.apps.get(key)
+        self.assertEqual((app.name, app.secret), ("shop", secret))
+        code, out, err = yield self.imd("app", "add", "shop")
+        self.assertEqual(code, 1, out + err)
+        self.assertOneLineError(err, "shop", "already exists")
+        out = yield self.ok("app", "list")
+        self.assertEqual(out, f"shop\t{key}\n")
+        self.assertNotIn(secret, out)
+        yield self.ok("app", "remove", key)
+        self.assertEqual((yield self.ok("app", "list")), "")
+        code, out, err = yield self.imd("app", "remove", "shop")
+        self.assertEqual(code, 1, out + err)
+
+    @inlineCallbacks
+    def test_outbox_show_retry_drop(self):
+        yield self.ok("db", "upgrade")
+        store = Store(self.url, reactor=reactor)
+        store.start()
+        self.addCleanup(store.stop)
+        outbox = store.outbox
+        yield outbox.add_many([("message", "{}", 1), ("message", "{}", 2), ("message", "{}", 3)])
+        rows = yield outbox.claim("x", 10, 1000)
+        yield outbox.failed(rows[0].id, "x", "receiver said 500", 20, 15)
+        out = yield self.ok("outbox", "show")
+        self.assertEqual(out.splitlines(), [
+            f"{rows[0].id}\tmessage\tdead\t1\treceiver said 500",
+            f"{rows[1].id}\tmessage\tpending\t0\t",
+            f"{rows[2].id}\tmessage\tpending\t0\t",
+        ])
+        self.assertEqual((yield self.ok("outbox", "show", "--dead")).splitlines()[0].split("\t")[0], str(rows[0].id))
+        code, out, err = yield self.imd("outbox", "retry")
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual((yield self.ok("outbox", "retry", str(rows[0].id))), "1 rows to be sent again\n")
+        self.assertEqual((yield self.ok("outbox", "show", "--dead")), "")
+        yield outbox.failed(rows[0].id, "x", "again", 20, 15)
+        self.assertEqual((yield self.ok("outbox", "drop", "--all")), "1 rows dropped\n")
+        self.assertEqual(len((yield self.ok("outbox", "show")).splitlines()), 2)
 
 
 class SQLiteCliTests(CliMixin, SQLiteBackend, unittest.TestCase):

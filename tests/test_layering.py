@@ -17,10 +17,13 @@ from twisted.trial import unittest
 from tests.support import child_env, repo_root
 
 IMD = os.path.join(repo_root(), "imd")
-FAMILIES = ("longconn", "methodapi", "native", "xmpp")
+FAMILIES = ("longconn", "methodapi", "native", "serverapi", "xmpp")
 # Keys and values that belong to one seed's wire format, not to imd: seed
-# 001's group and roster words, seed 004's status codes and envelope.
-SEED_WORDS = {"fname", "gname", "uname", "right", "peers", "grp", "frd", "exit", "1111", "0000", "status", "_t"}
+# 001's group and roster words, seed 004's status codes and envelope, seed
+# 003's parameters and webhook fields.
+SEED_WORDS = {"fname", "gname", "uname", "right", "peers", "grp", "frd", "exit", "1111", "0000", "status", "_t",
+              # seed 003's server API and webhooks
+              "accid", "faccid", "attach", "msgtype", "eventType", "convType", "tid", "tname"}
 
 
 def modules(package: str):
@@ -87,7 +90,7 @@ class LayeringTests(unittest.TestCase):
 
     def test_client_libraries_import_no_server(self):
         code = (
-            "import sys, imd.channels.longconn.client, imd.channels.methodapi.client, imd.channels.xmpp.client\n"
+            "import sys, imd.channels.longconn.client, imd.channels.methodapi.client, imd.channels.xmpp.client, imd.channels.serverapi.client\n"
             "print('\\n'.join(m for m in sys.modules if m.startswith(('imd.core', 'imd.hub', 'imd.store', 'imd.server'))))"
         )
         out = subprocess.run(

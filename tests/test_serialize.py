@@ -13,9 +13,11 @@ from imd.channels.longconn.wiretime import format_time
 from imd.channels.methodapi import serialize as methodapi
 from imd.channels.xmpp import envelope
 from imd.channels.xmpp import serialize as xmpp
+from imd.channels.serverapi import serialize as serverapi
 from imd.core import events
 from imd.core.groups import group_data, invite_data, member_data
 from imd.core.messages import message_data
+from imd.core.notices import notice_data
 from imd.errors import InvalidField
 from imd.hub.interfaces import Event
 from imd.store.groups import Group, GroupInvite, Member
@@ -133,6 +135,35 @@ class MessageTests(unittest.TestCase):
         self.assertEqual((stanza["from"], stanza["type"]), ("g1@localhost/alice", "groupchat"))
         doc = envelope.parse(str(stanza.body))
         self.assertEqual((doc.gid, doc.kind, doc.content), ("g1", "image", "f1"))
+
+
+class NoticeTests(unittest.TestCase):
+    def test_a_notice_in_every_family(self):
+        direct = notice_data("shop", '{"order":1}', True, NOW, "bob", None, 7)
+        team = notice_data("shop", "x", False, NOW, None, "g1", None)
+        msgtype, body = longconn.event("bob", "pad", Event(events.NOTICE, direct))
+        self.assertEqual((msgtype, body["from"], body["attach"], body["type"], body["to"]),
+                         (T.IM_NOTIFY_SYSTEM, "shop", '{"order":1}', "0", "bob"))
+        self.assertEqual(longconn.event("bob", "pad", Event(events.NOTICE, team))[1]["type"], "1")
+        push = methodapi.event(Event(events.NOTICE, team))
+        self.assertEqual((push["action"], push["content"], push["sendto"], push["to_group_id"]), ("notify", "x", "group", "g1"))
+        copy = serverapi.copied_notice(direct, "Shop")
+        self.assertEqual((copy["eventType"], copy["convType"], copy["attach"], copy["to"], copy["msgTimestamp"]),
+                         ("1", "CUSTOM_PERSON", '{"order":1}', "bob", str(NOW)))
+        self.assertEqual(serverapi.copied_notice(team, "")["convType"], "CUSTOM_TEAM")
+
+
+class CopyTests(MessageTests):
+    def test_a_message_as_a_copy(self):
+        copy = serverapi.copied_message(self.message(kind="image"), "Alice")
+        self.assertEqual(copy, {
+            "eventType": "1", "convType": "PERSON", "to": "bob", "fromAccount": "alice", "fromClientType": "PC",
+            "fromDeviceId": "pc", "fromNick": "Alice", "msgTimestamp": str(NOW), "msgType": "PICTURE",
+            "body": "secret", "attach": "", "msgidClient": "m1", "msgidServer": "1", "resendFlag": "0",
+        })
+        group = serverapi.copied_message(self.message(to_uid=None, gid="g1", group_seq=2, sender_res="rest"), "")
+        self.assertEqual((group["convType"], group["to"], group["fromClientType"]), ("TEAM", "g1", "REST"))
+        self.assertTrue(all(isinstance(v, str) for v in copy.values()))
 
 
 class ParseTests(unittest.TestCase):

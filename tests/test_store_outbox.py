@@ -6,13 +6,14 @@ written in the transaction of the message they tell of.
 from __future__ import annotations
 
 import json
+import threading
 
 from sqlalchemy import create_engine, func, select, update
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
-from imd.store import persist
+from imd.store import outbox, persist
 from imd.store import schema as s
 from imd.store.database import normalize_url
 from imd.store.messages import Ack, Send
@@ -144,10 +145,111 @@ class OutboxMixin:
         yield self.store.messages.send_group("a", "", "g1", "m2", "text", "hi", "", now)
         self.assertEqual(self.committed(), (2, 0))
 
+    @inlineCallbacks
+    def test_recall_and_receipt_rows(self):
+        yield self.users("a", "b")
+        messages = self.store.messages
+        message, _ = yield messages.send_direct("a", "", "b", "m1", "text", "hi", "", now)
+        self.assertTrue((yield messages.add_receipt(message.id, "b", "read", NOW + 1, outbox="receipt")))
+        self.assertFalse((yield messages.add_receipt(message.id, "b", "read", NOW + 2, outbox="receipt")))
+        self.assertTrue((yield messages.recall(message.id, NOW + 3, outbox="recall")))
+        self.assertFalse((yield messages.recall(message.id, NOW + 4, outbox="recall")))
+        yield messages.add_receipt(message.id, "b", "delivered", NOW + 5)
+        rows = self.outbox_rows()
+        self.assertEqual([(kind, created) for kind, _, created, _ in rows], [("receipt", NOW + 1), ("recall", NOW + 3)])
+        self.assertEqual(json.loads(rows[0][1]),
+                         {"id": message.id, "msgid": "m1", "from": "b", "to": "a", "kind": "read", "time": NOW + 1})
+        recall = json.loads(rows[1][1])
+        self.assertEqual((recall["id"], recall["recalled_at"], recall["recalled"], recall["to"]), (message.id, NOW + 3, True, "b"))
+
+    @inlineCallbacks
+    def test_notice_rows_and_their_report(self):
+        yield self.users("a", "b", "c")
+        notices = self.store.notices
+        kept = yield notices.add("a", ["b", "c"], None, "x", True, NOW, True, ("notice", {"from": "a"}))
+        self.assertEqual([(n.uid, n.body) for n in kept], [("b", "x"), ("c", "x")])
+        self.assertEqual(self.committed(), (0, 1))
+        self.assertEqual((yield notices.add("a", ["b"], None, "y", True, NOW, False)), [])
+        self.assertEqual(self.committed(), (0, 1))
+        self.assertEqual([n.body for n in (yield notices.pending("b"))], ["x"])
+        self.assertTrue((yield notices.mark_received("b", kept[0].id)))
+        self.assertFalse((yield notices.mark_received("c", kept[0].id)))
+        self.assertEqual((yield notices.pending("b")), [])
+
+    @inlineCallbacks
+    def test_one_instance_at_a_time_and_takeover(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(5)])
+        rows = yield outbox.claim("A", NOW, NOW + 1000, limit=3)
+        self.assertEqual(len(rows), 3)
+        # B waits while A's claim holds, and takes over once it has run out.
+        self.assertEqual((yield outbox.claim("B", NOW + 999, NOW + 2000)), [])
+        yield outbox.delivered(rows[0].id, NOW + 10)
+        self.assertEqual((yield outbox.claim("B", NOW + 500, NOW + 2000)), [])
+        taken = yield outbox.claim("B", NOW + 1001, NOW + 3000)
+        self.assertEqual([r.id for r in taken], [r.id for r in rows[1:]] + [r.id + 3 for r in rows[:2]])
+        # A failure lets go of every claim of its instance; the row is due later.
+        yield outbox.failed(taken[0].id, "B", "down", NOW + 5000, None)
+        self.assertEqual((yield outbox.claim("A", NOW + 1002, NOW + 4000)), [])
+        again = yield outbox.claim("A", NOW + 5000, NOW + 9000)
+        self.assertEqual((again[0].id, again[0].attempts, again[0].last_error), (taken[0].id, 1, "down"))
+        yield outbox.release("A")
+        self.assertEqual(len((yield outbox.claim("B", NOW + 5001, NOW + 9000))), 4)
+        depth, oldest, dead = yield outbox.stats()
+        self.assertEqual((depth, oldest, dead), (4, NOW + 1, 0))
+
+    @inlineCallbacks
+    def test_dead_rows_are_skipped_retried_and_dropped(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(3)])
+        [first, *_] = yield outbox.claim("A", NOW, NOW + 1000, limit=1)
+        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
+        rows = yield outbox.claim("A", NOW + 5, NOW + 1000)
+        self.assertEqual([r.id for r in rows], [first.id + 1, first.id + 2])
+        self.assertEqual([r.id for r in (yield outbox.undelivered(dead_only=True))], [first.id])
+        self.assertEqual((yield outbox.stats()), (2, NOW + 1, 1))
+        self.assertEqual((yield outbox.revive([first.id], NOW)), 1)
+        self.assertEqual((yield outbox.undelivered(dead_only=True)), [])
+        yield outbox.failed(first.id, "A", "gone", NOW + 10, NOW)
+        self.assertEqual((yield outbox.drop(None)), 1)
+        self.assertEqual(len((yield outbox.undelivered())), 2)
+
+    @inlineCallbacks
+    def test_purge_delivered(self):
+        outbox = self.store.outbox
+        yield outbox.add_many([("message", "{}", NOW + i) for i in range(3)])
+        rows = yield outbox.claim("A", NOW + 5, NOW + 1000)
+        yield outbox.delivered(rows[0].id, NOW + 10)
+        yield outbox.delivered(rows[1].id, NOW + 20)
+        self.assertEqual((yield outbox.purge_delivered(NOW + 15)), 1)
+        self.assertEqual((yield outbox.purge_delivered(NOW + 15)), 0)
+        self.assertEqual(self.committed()[1], 2)
+        self.assertEqual([r.id for r in (yield outbox.undelivered())], [rows[2].id])
+
 
 class SQLiteOutboxTests(OutboxMixin, SQLiteBackend, unittest.TestCase):
     pass
 
 
 class PostgresOutboxTests(OutboxMixin, PostgresBackend, unittest.TestCase):
-    pass
+    def test_ids_in_commit_order(self):
+        """A writer waits for an earlier one's commit: a later id is never committed first."""
+        first = self.store.db.engine.connect()
+        self.addCleanup(first.close)
+        transaction = first.begin()
+        outbox.add_txn(first, "a", {}, NOW)
+        done = threading.Event()
+
+        def second():
+            with self.store.db.engine.begin() as conn:
+                outbox.add_txn(conn, "b", {}, NOW)
+            done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        # It waits as long as the first is open; a bound, not a duration measured.
+        self.assertFalse(done.wait(0.5))
+        transaction.commit()
+        thread.join(30)
+        self.assertTrue(done.is_set())
+        self.assertEqual([kind for kind, *_ in self.outbox_rows()], ["a", "b"])

@@ -18,7 +18,9 @@ from twisted.logger import Logger
 
 from imd.config import AuthConfig, SmsConfig
 from imd.core import scram
+from imd.core import events
 from imd.core.passwords import PasswordHasher
+from imd.hub.interfaces import Event
 from imd.errors import (
     BadCredentials,
     BadSmsCode,
@@ -104,6 +106,15 @@ def check_telephone(telephone: Any) -> str:
     return telephone
 
 
+def _permanent_token(token: Any) -> str:
+    """A given permanent token checked as a password is, or a new one."""
+    if token is None or token == "":
+        return uuid.uuid4().hex
+    if not isinstance(token, str) or not MIN_PASSWORD <= len(token) <= MAX_PASSWORD:
+        raise InvalidField(f"token must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+    return token
+
+
 def check_password(password: Any) -> str:
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidField(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
@@ -121,12 +132,14 @@ class AccountService:
         clock: Any = None,
         guard: Any = None,
         scram_iterations: int = 4096,
+        hub: Any = None,
     ) -> None:
         """
         C{reactor} runs password hashing on its thread pool; C{clock}
         (default: the reactor) tells the time, so tests can move it.
         C{guard} (a L{imd.core.logins.LoginGuard}) slows down failed logins;
-        C{scram_iterations} is the PBKDF2 count of new SCRAM keys.
+        C{scram_iterations} is the PBKDF2 count of new SCRAM keys; C{hub},
+        when given, reaches the live sessions of a disabled user.
         """
         self._users = store.users
         self._tokens = store.tokens
@@ -135,6 +148,8 @@ class AccountService:
         self._sms = sms
         self._gateway = gateway
         self._clock = reactor if clock is None else clock
+        # Where a disabled user's live sessions are told to end.
+        self._hub = hub
         self.hasher = PasswordHasher(reactor, auth.hash_time_cost, auth.hash_memory_kib)
         self._guard = guard
         self._scram_iterations = scram_iterations
@@ -374,6 +389,50 @@ class AccountService:
         ):
             raise BadSmsCode()
         yield self._codes.delete(telephone)
+
+    @inlineCallbacks
+    def register_with_token(self, uid: str, token: Any = None, name: Any = ""):
+        """
+        Create C{uid} with a permanent token (C{token}, or a new one) that
+        logs in everywhere, as a token and as the password, until
+        L{replace_token}.  Returns (user, token).
+        """
+        check_uid(uid)
+        token = _permanent_token(token)
+        if not isinstance(name, str) or len(name) > 100:
+            raise InvalidField("name must be at most 100 characters")
+        password_hash = yield self.hasher.hash(token)
+        user = yield self._users.create(uid, password_hash, self._now(), name=name, permanent_token=token_hash(token))
+        log.info("account {uid} created with a permanent token", uid=uid)
+        returnValue((user, token))
+
+    @inlineCallbacks
+    def replace_token(self, uid: str, token: Any = None):
+        """
+        Give C{uid} a new permanent token (C{token}, or a new one), which
+        is also its password; the old one stops working.  Returns it.
+        """
+        token = _permanent_token(token)
+        password_hash = yield self.hasher.hash(token)
+        replaced = yield self._users.set_credential(uid, password_hash, token_hash(token), self._now())
+        if not replaced:
+            raise NotFound(f"no user {uid}")
+        log.info("permanent token of {uid} replaced", uid=uid)
+        returnValue(token)
+
+    @inlineCallbacks
+    def set_disabled(self, uid: str, disabled: bool):
+        """
+        Disable (or enable again) C{uid}: a disabled user's tokens and
+        password no longer log in, and its live sessions, on every
+        instance, are ended.
+        """
+        changed = yield self._users.set_disabled(uid, disabled, self._now())
+        if not changed:
+            raise NotFound(f"no user {uid}")
+        if disabled and self._hub is not None:
+            self._hub.deliver([uid], Event(events.SESSION_END, {"reason": "account disabled"}))
+        log.info("account {uid} {what}", uid=uid, what="disabled" if disabled else "enabled")
 
     def list_users(self, after: str = "", limit: int = 100):
         return self._users.list(after, limit)

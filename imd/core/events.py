@@ -33,6 +33,9 @@ group.deleted        {"gid", "owner", "time"}: the owner deleted a group,
                      for its last members
 receipt              {"msgid", "from", "kind", "gid"?} for a message's sender
 recall               {"msgid", "from", "to" | "gid"}
+session.end          {"reason"}: every session of the user is to end now
+notice               a custom notification (L{imd.core.notices.notice_data}:
+                     id (None when not kept), from, to | gid, body, badge, time)
 """
 
 MESSAGE = "message"
@@ -50,3 +53,5 @@ GROUP_CHANGED = "group.changed"
 GROUP_DELETED = "group.deleted"
 RECEIPT = "receipt"
 RECALL = "recall"
+NOTICE = "notice"
+SESSION_END = "session.end"

@@ -17,6 +17,8 @@ from imd.store.groups import Group, GroupInvite, Member
 
 log = Logger()
 PRIVATE, PUBLIC = 1, 2
+# A member's role (the store's group_members.role).
+MEMBER, ADMIN = 0, 1
 MAX_INVITES = 200
 # Members one request may add to or remove from a group at once.
 MAX_MEMBERS = 500
@@ -287,6 +289,73 @@ class GroupService:
         self._hub.deliver(members, Event(events.GROUP_DELETED, {"gid": group.gid, "owner": uid, "time": now}))
         log.info("{uid} deleted group {gid}", uid=uid, gid=group.gid)
         returnValue(now)
+
+    @inlineCallbacks
+    def _admin_group(self, uid: str, gid: Any) -> Group:
+        """C{gid}, of which C{uid} is the creator or an admin."""
+        group = yield self._member_group(uid, gid)
+        if group.creator != uid:
+            members = yield self._groups.members(group.gid)
+            if not any(m.uid == uid and m.role == ADMIN for m in members):
+                raise Forbidden(f"only an admin of group {group.gid} may do that")
+        returnValue(group)
+
+    @inlineCallbacks
+    def add_members(self, uid: str, gid: Any, uids: Any):
+        """
+        An admin adds C{uids} to C{gid} at once, without inviting them: each
+        new member gets the group, the others the new member.  Returns
+        those who were not members yet.
+        """
+        if not isinstance(uids, list) or not uids or len(uids) > MAX_INVITES:
+            raise InvalidField(f"members must be a list of 1-{MAX_INVITES} user ids")
+        uids = list(dict.fromkeys(fields.uid("members", u) for u in uids))
+        group = yield self._admin_group(uid, gid)
+        for member in uids:
+            if (yield self._users.get(member)) is None:
+                raise NotFound(f"no user {member}")
+        added = []
+        for member in uids:
+            if (yield self._groups.add_member(group.gid, member, MEMBER, "", self._now())):
+                yield self._joined(member, group.gid)
+                added.append(member)
+        returnValue(added)
+
+    @inlineCallbacks
+    def remove_member(self, uid: str, gid: Any, member: Any):
+        """An admin takes C{member} out of C{gid}; everyone in it hears, C{member} too."""
+        member = fields.uid("member", member)
+        group = yield self._admin_group(uid, gid)
+        if member == group.creator:
+            raise Forbidden("the creator of a group cannot be removed from it")
+        removed = yield self._groups.remove_member(group.gid, member)
+        if not removed:
+            raise NotFound(f"{member} is not a member of group {group.gid}")
+        remaining = yield self._groups.member_ids(group.gid)
+        self._hub.deliver(remaining + [member], Event(events.GROUP_LEAVE, {"msgid": "", "from": member, "gid": group.gid}))
+
+    @inlineCallbacks
+    def dissolve(self, uid: str, gid: Any):
+        """The creator ends C{gid}: every member leaves it, and hears so."""
+        group = yield self._member_group(uid, gid)
+        if group.creator != uid:
+            raise Forbidden(f"only the creator of group {group.gid} may end it")
+        members = yield self._groups.dissolve(group.gid, self._now())
+        for member in members:
+            self._hub.deliver([member], Event(events.GROUP_LEAVE, {"msgid": "", "from": member, "gid": group.gid}))
+        log.info("{uid} ended group {gid}", uid=uid, gid=group.gid)
+
+    @inlineCallbacks
+    def info(self, gid: Any):
+        """
+        C{gid} and its members, for an administrator or a business server
+        (no membership asked); None when there is no such group.
+        """
+        group = yield self._groups.get(fields.gid("gid", gid))
+        if group is None:
+            returnValue(None)
+        members = yield self._groups.members(group.gid)
+        returnValue((group, members))
 
     def groups_of(self, uid: str):
         return self._groups.groups_of(uid)

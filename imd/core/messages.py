@@ -16,8 +16,9 @@ from twisted.logger import Logger
 from imd.config import MessagesConfig
 from imd.core import events, fields
 from imd.core.groups import invite_data
+from imd.core.notices import kept_data
 from imd.core.roster import request_data
-from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound
+from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound, TooLate
 from imd.hub.interfaces import Event
 from imd.store.messages import Message, message_data
 
@@ -26,6 +27,9 @@ log = Logger()
 KINDS = ("text", "image", "file", "voice", "custom", "notification")
 RECEIPT_KINDS = ("read", "delivered")
 DAY_MS = 86_400_000
+MAX_UNREAD_PEERS = 500
+# The outbox kinds of receipts and recalls, when messages are reported.
+RECEIPT_REPORT, RECALL_REPORT = "receipt", "recall"
 
 
 def _same_message(message: Message, created: bool, body: str, to: str | None = None, gid: str | None = None) -> None:
@@ -44,8 +48,13 @@ class Cursor:
 
 
 class MessageService:
-    def __init__(self, store: Any, hub: Any, config: MessagesConfig, clock: Any, metrics: Any = None) -> None:
+    def __init__(
+        self, store: Any, hub: Any, config: MessagesConfig, clock: Any, metrics: Any = None, outbox: str | None = None
+    ) -> None:
+        """C{outbox}: the outbox kind each new message adds a row of (None: none)."""
         self._messages = store.messages
+        self._notices = store.notices
+        self._outbox = outbox
         self._roster = store.roster
         self._groups = store.groups
         self._hub = hub
@@ -102,7 +111,7 @@ class MessageService:
         if self._config.friends_only and to != sender:
             return self._send_to_friend(sender, sender_res, to, msgid, kind, body, client_time, origin)
         # The common case, without a generator: it is most of the traffic.
-        d = self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now)
+        d = self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now, self._outbox)
         d.addCallback(self._sent_direct, to, body, origin)
         return d
 
@@ -120,7 +129,7 @@ class MessageService:
         friends = yield self._roster.are_friends(sender, to)
         if not friends:
             raise Forbidden(f"{to} is not your friend")
-        result = yield self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now)
+        result = yield self._messages.send_direct(sender, sender_res, to, msgid, kind, body, client_time, self._now, self._outbox)
         returnValue(self._sent_direct(result, to, body, origin))
 
     @inlineCallbacks
@@ -134,7 +143,9 @@ class MessageService:
             if group is None:
                 raise NotFound(f"no group {gid}")
             raise Forbidden(f"you are not a member of group {gid}")
-        result = yield self._messages.send_group(sender, sender_res, gid, msgid, kind, body, client_time, self._now)
+        result = yield self._messages.send_group(
+            sender, sender_res, gid, msgid, kind, body, client_time, self._now, self._outbox
+        )
         if result is None:
             raise NotFound(f"no group {gid}")
         message, created = result
@@ -168,7 +179,7 @@ class MessageService:
         C{messages}, a page of its unacknowledged 1:1 messages and of group
         messages past its cursors (C{limit} of each, oldest first, from
         C{cursor}, which is moved past them); with C{others}, the friend
-        requests and group invites it has not received.
+        requests, group invites and kept notifications it has not received.
         """
         found: list[Event] = []
         if messages:
@@ -188,7 +199,22 @@ class MessageService:
                 found.append(Event(events.ROSTER_REQUEST, request_data(request)))
             for invite in (yield self._groups.pending_invites(uid, True)):
                 found.append(Event(events.GROUP_INVITE, invite_data(invite)))
+            for notice in (yield self._notices.pending(uid, limit)):
+                found.append(Event(events.NOTICE, kept_data(notice)))
         returnValue(found)
+
+    @inlineCallbacks
+    def unread(self, uid: str, peers: Any):
+        """
+        How many messages from each of C{peers} C{uid} has not read: those
+        after the newest one it sent a read receipt for, on any channel,
+        recalled ones left out.  Every peer asked for is in the answer.
+        """
+        if not isinstance(peers, list) or len(peers) > MAX_UNREAD_PEERS:
+            raise InvalidField(f"peers must be a list of at most {MAX_UNREAD_PEERS} user ids")
+        peers = list(dict.fromkeys(fields.uid("peer", peer) for peer in peers))
+        counts = yield self._messages.unread(uid, peers)
+        returnValue({peer: counts.get(peer, 0) for peer in peers})
 
     def received_until(self, uid: str, until_ms: int):
         return self._messages.mark_received_until(uid, until_ms)
@@ -273,7 +299,9 @@ class MessageService:
         message = yield self._find(uid, msgid, to, gid, sent_by_me=False)
         if message.sender == uid:
             raise InvalidField("a receipt is for a message someone else sent")
-        recorded = yield self._messages.add_receipt(message.id, uid, kind, self._now())
+        # Only read receipts of 1:1 messages are reported (the webhooks copy no others).
+        report = RECEIPT_REPORT if self._outbox and kind == "read" and message.gid is None else None
+        recorded = yield self._messages.add_receipt(message.id, uid, kind, self._now(), report)
         if recorded:
             data = {"msgid": message.msgid, "from": uid, "kind": kind}
             if message.gid is not None:
@@ -282,12 +310,21 @@ class MessageService:
         returnValue(message)
 
     @inlineCallbacks
+    def recall_by_id(self, uid: str, message_id: Any):
+        """C{uid} takes back its message stored under C{message_id} (the server's id); see L{recall}."""
+        message = yield self._messages.get_by_id(fields.integer("id", message_id))
+        if message is None or message.sender != uid:
+            raise NotFound(f"{uid} sent no message {message_id}")
+        result = yield self.recall(uid, message.msgid, to=message.to_uid, gid=message.gid)
+        returnValue(result)
+
+    @inlineCallbacks
     def recall(self, uid: str, msgid: Any, to: Any = None, gid: Any = None, origin: Any = None):
         """C{uid} takes back its own message within C{recall_window} seconds."""
         message = yield self._find(uid, msgid, to, gid, sent_by_me=True)
         if self._now() - message.created_at > self._config.recall_window * 1000:
-            raise Forbidden(f"a message can be recalled within {self._config.recall_window} s only")
-        recalled = yield self._messages.recall(message.id, self._now())
+            raise TooLate(f"a message can be recalled within {self._config.recall_window} s only")
+        recalled = yield self._messages.recall(message.id, self._now(), RECALL_REPORT if self._outbox else None)
         if recalled:
             data = {"msgid": message.msgid, "from": uid}
             if message.gid is not None:

@@ -44,9 +44,13 @@ class ProfileService:
         )
 
     @inlineCallbacks
-    def set_avatar(self, uid: str, avatar: Any):
+    def set_avatar(self, uid: str, avatar: Any, uploaded: bool = True):
+        """
+        C{uid}'s avatar: with C{uploaded}, the name of a file uploaded here;
+        without, any reference (a business server's URL).
+        """
         avatar = fields.text("avatar", avatar, 500, required=False)
-        if self._files is not None:
+        if uploaded and self._files is not None:
             # Stored as given ("name" or "/file/name"): clients read back
             # what they set.
             yield self._files.check_avatar(avatar)

@@ -172,6 +172,26 @@ class RosterService:
         returnValue(accept)
 
     @inlineCallbacks
+    def befriend(self, uid: str, friend: Any):
+        """
+        Make C{uid} and C{friend} friends without asking (an administrator's
+        or a business server's decision); both sides hear of it as of an
+        accepted request.
+        """
+        friend = fields.uid("friend", friend)
+        if friend == uid:
+            raise InvalidField("you cannot befriend yourself")
+        for who in (uid, friend):
+            user = yield self._users.get(who)
+            if user is None:
+                raise NotFound(f"no user {who}")
+        added = yield self._roster.befriend(uid, friend, self._now())
+        if added:
+            self._hub.deliver([friend], Event(events.ROSTER_ADDED, {"friend": uid}))
+            self._hub.deliver([uid], Event(events.ROSTER_ADDED, {"friend": friend}))
+        returnValue(added)
+
+    @inlineCallbacks
     def remove(self, uid: str, friend: Any, origin: Any = None):
         friend = fields.uid("to", friend)
         removed = yield self._roster.remove_friend(uid, friend)

@@ -323,3 +323,17 @@ class GroupStore:
             ).rowcount == 1
 
         return self._db.run("groups.remove_member", thd)
+
+    def dissolve(self, gid: str, now: int) -> "Deferred[list[str]]":
+        """
+        End group C{gid}: it loses every member and is marked deleted (its
+        messages stay, for history).  The members it had.
+        """
+
+        def thd(conn: Connection) -> list[str]:
+            members = list(conn.execute(select(gm.uid).where(gm.gid == gid)).scalars())
+            conn.execute(delete(s.group_members).where(gm.gid == gid))
+            conn.execute(update(s.groups).where(s.groups.c.gid == gid).values(deleted_at=now, updated_at=now))
+            return members
+
+        return self._db.run("groups.dissolve", thd)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from imd.store import schema as s
 from imd.store.batch import Batcher
 from imd.store.database import Database
+from imd.store.outbox import add_txn
 
 m = s.messages.c
 
@@ -55,6 +56,21 @@ def message_data(message: Message) -> dict[str, Any]:
         data["seq"] = message.group_seq
     else:
         data["to"] = message.to_uid
+    return data
+
+
+def recall_data(message: Message) -> dict[str, Any]:
+    """A recall under imd's own names, as the outbox carries it: the message, and when."""
+    data = message_data(message)
+    data["recalled_at"] = message.recalled_at
+    return data
+
+
+def receipt_data(message: Message, uid: str, kind: str, at: int) -> dict[str, Any]:
+    """C{uid}'s C{kind} receipt of C{message}, as the outbox carries it."""
+    data = {"id": message.id, "msgid": message.msgid, "from": uid, "to": message.sender, "kind": kind, "time": at}
+    if message.gid is not None:
+        data["gid"] = message.gid
     return data
 
 
@@ -150,6 +166,13 @@ class MessageStore:
     ) -> "Deferred[tuple[Message, bool] | None]":
         """Commit a group message under the group's next sequence; see L{send_direct}."""
         return self._group.submit(Send(sender, sender_res, gid, msgid, kind, body, client_time, now, outbox))
+
+    def get_by_id(self, message_id: int) -> "Deferred[Message | None]":
+        def thd(conn: Connection) -> Message | None:
+            row = conn.execute(select(*_COLUMNS).where(m.id == message_id)).first()
+            return None if row is None else _message(row)
+
+        return self._db.run("messages.get_by_id", thd)
 
     def get(self, sender: str, msgid: str) -> "Deferred[Message | None]":
         return self._db.run("messages.get", _find, sender, msgid)
@@ -320,20 +343,34 @@ class MessageStore:
 
         return self._db.run("messages.group_history", thd)
 
-    def recall(self, message_id: int, now: int) -> "Deferred[bool]":
-        """Mark a message recalled; False when it already was."""
+    def recall(self, message_id: int, now: int, outbox: str | None = None) -> "Deferred[bool]":
+        """
+        Mark a message recalled; False when it already was.  With
+        C{outbox}, the recall adds a row of that kind (L{recall_data}) in
+        the same transaction.
+        """
 
         def thd(conn: Connection) -> bool:
-            return conn.execute(
+            recalled = conn.execute(
                 update(s.messages)
                 .where(m.id == message_id, m.recalled_at.is_(None))
                 .values(recalled_at=now)
             ).rowcount == 1
+            if recalled and outbox is not None:
+                message = _message(conn.execute(select(*_COLUMNS).where(m.id == message_id)).first())
+                add_txn(conn, outbox, recall_data(message), now)
+            return recalled
 
         return self._db.run("messages.recall", thd)
 
-    def add_receipt(self, message_id: int, uid: str, kind: str, now: int) -> "Deferred[bool]":
-        """Record C{uid}'s C{kind} receipt; False when it was already recorded."""
+    def add_receipt(
+        self, message_id: int, uid: str, kind: str, now: int, outbox: str | None = None
+    ) -> "Deferred[bool]":
+        """
+        Record C{uid}'s C{kind} receipt; False when it was already recorded.
+        With C{outbox}, a new receipt adds a row of that kind
+        (L{receipt_data}) in the same transaction.
+        """
 
         def thd(conn: Connection) -> bool:
             r = s.receipts.c
@@ -344,6 +381,40 @@ class MessageStore:
             conn.execute(
                 insert(s.receipts).values(message_id=message_id, uid=uid, kind=kind, at=now)
             )
+            if outbox is not None:
+                message = _message(conn.execute(select(*_COLUMNS).where(m.id == message_id)).first())
+                add_txn(conn, outbox, receipt_data(message, uid, kind, now), now)
             return True
 
         return self._db.run("messages.add_receipt", thd)
+
+    def unread(self, uid: str, peers: list[str]) -> "Deferred[dict[str, int]]":
+        """
+        For each of C{peers}, how many of its messages to C{uid} are not
+        recalled and newer than the newest of them C{uid} has read: a read
+        receipt covers the message it names and every one before it.
+        One query for all of C{peers}; a peer with none is absent.
+        """
+
+        def thd(conn: Connection) -> dict[str, int]:
+            if not peers:
+                return {}
+            r = s.receipts.c
+            read = s.messages.alias("read")
+            last_read = (
+                select(read.c.sender, func.max(read.c.id).label("last"))
+                .select_from(s.receipts.join(read, read.c.id == r.message_id))
+                .where(r.uid == uid, r.kind == "read", read.c.to_uid == uid, read.c.sender.in_(peers))
+                .group_by(read.c.sender)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(m.sender, func.count())
+                .select_from(s.messages.outerjoin(last_read, last_read.c.sender == m.sender))
+                .where(m.to_uid == uid, m.sender.in_(peers), m.recalled_at.is_(None))
+                .where(m.id > func.coalesce(last_read.c.last, 0))
+                .group_by(m.sender)
+            )
+            return {sender: count for sender, count in rows}
+
+        return self._db.run("messages.unread", thd)

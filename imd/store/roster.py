@@ -285,6 +285,30 @@ class RosterStore:
 
         return self._db.run("roster.answer_request", thd)
 
+    def befriend(self, uid: str, fid: str, now: int) -> "Deferred[bool]":
+        """
+        Make C{uid} and C{fid} friends at once, each in its default friend
+        group; a pending request between them is settled as accepted.
+        False when they already were friends.
+        """
+
+        def thd(conn: Connection) -> bool:
+            f = s.friendships.c
+            if conn.execute(select(f.fid).where(f.uid == uid, f.fid == fid)).first():
+                return False
+            c = s.friend_requests.c
+            conn.execute(
+                update(s.friend_requests)
+                .where(c.state == PENDING)
+                .where(((c.msgfrom == uid) & (c.msgto == fid)) | ((c.msgfrom == fid) & (c.msgto == uid)))
+                .values(state=ACCEPTED, answered_at=now, received=True)
+            )
+            _befriend(conn, uid, fid, s.DEFAULT_FRIEND_GROUP[0], "", now)
+            _befriend(conn, fid, uid, s.DEFAULT_FRIEND_GROUP[0], "", now)
+            return True
+
+        return self._db.run("roster.befriend", thd)
+
     def remove_friend(self, uid: str, fid: str) -> "Deferred[bool]":
         """End the friendship both ways; False when there was none."""
 

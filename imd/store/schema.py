@@ -84,6 +84,9 @@ tokens = Table(
     _uid_fk(nullable=False, index=True),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False, index=True),
+    # A token made for an account by a business server (seed 003): it does
+    # not expire and also logs in as the password, until it is replaced.
+    Column("permanent", Boolean, nullable=False, server_default=text("false")),
 )
 
 # SCRAM (RFC 5802) keys derived from the password, one row per hash
@@ -247,6 +250,8 @@ receipts = Table(
     _uid_fk(primary_key=True),
     Column("kind", String(16), primary_key=True),  # delivered, read
     Column("at", BigInteger, nullable=False),
+    # Unread counts start after the newest message a user has read.
+    Index("ix_receipts_uid_kind_message_id", "uid", "kind", "message_id"),
 )
 
 files = Table(
@@ -311,7 +316,40 @@ outbox = Table(
     Column("next_attempt_at", BigInteger, nullable=False),
     Column("delivered_at", BigInteger),
     Column("last_error", Text),
+    # Which instance is delivering the row, and until when: a crashed
+    # instance's claim runs out and another takes the row over.
+    Column("claimed_by", String(100)),
+    Column("claimed_until", BigInteger),
+    # Given up on after too many attempts; an administrator retries or drops it.
+    Column("dead_at", BigInteger),
     Index("ix_outbox_delivered_at_next_attempt_at", "delivered_at", "next_attempt_at"),
+    Index("ix_outbox_delivered_at_dead_at_id", "delivered_at", "dead_at", "id"),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    # The AppKey and AppSecret a business server signs its calls with (seed 003).
+    Column("app_key", String(64), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("secret", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+notices = Table(
+    "notices",
+    metadata,
+    # A custom notification kept for one recipient until a session of it
+    # has been written it; one row per recipient of a group's notification.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _uid_fk(nullable=False),
+    _uid_fk("sender", nullable=False),
+    Column("gid", String(50), ForeignKey("groups.gid", ondelete="CASCADE")),
+    Column("body", Text, nullable=False),
+    Column("badge", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("received", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_notices_uid_received_id", "uid", "received", "id"),
 )
 
 # Keys claimed once for a while: a signed request's signature, so that it

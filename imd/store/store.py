@@ -10,7 +10,9 @@ from imd.store.database import Database, Observer
 from imd.store.directory import DirectoryStore
 from imd.store.files import FileStore
 from imd.store.groups import GroupStore
+from imd.store.apps import AppStore
 from imd.store.messages import MessageStore
+from imd.store.notices import NoticeStore
 from imd.store.outbox import OutboxStore
 from imd.store.profiles import ProfileStore
 from imd.store.roster import RosterStore
@@ -33,6 +35,8 @@ class Store:
         self.groups = GroupStore(self.db)
         self.messages = MessageStore(self.db)
         self.outbox = OutboxStore(self.db)
+        self.apps = AppStore(self.db)
+        self.notices = NoticeStore(self.db)
         self.profiles = ProfileStore(self.db)
         self.directory = DirectoryStore(self.db)
         self.files = FileStore(self.db)

@@ -45,7 +45,13 @@ class UserStore:
         now: int,
         telephone: str | None = None,
         name: str = "",
+        permanent_token: str | None = None,
     ) -> "Deferred[User]":
+        """
+        Create C{uid}; with C{permanent_token} (a token's hash), that token
+        is made with it, in the same transaction (see L{set_credential}).
+        """
+
         def thd(conn: Connection) -> User:
             # Checked first for a clear message; the unique keys still
             # decide when two registrations race.
@@ -72,6 +78,8 @@ class UserStore:
                         uid=uid, gid=gid, name=gname, weight=0, is_default=True
                     )
                 )
+                if permanent_token is not None:
+                    _add_permanent_token(conn, uid, permanent_token, now)
             except IntegrityError:
                 raise Conflict(f"user {uid} or telephone {telephone} already exists") from None
             return _user(conn.execute(select(*_USER_COLUMNS).where(s.users.c.uid == uid)).first())
@@ -132,6 +140,35 @@ class UserStore:
 
         return self._db.run("users.scram_keys", thd)
 
+    def set_credential(self, uid: str, password_hash: str, permanent_token: str, now: int) -> "Deferred[bool]":
+        """
+        Replace C{uid}'s password and its permanent token (by hash) with a
+        new credential, in one transaction: the old token stops working as
+        the new one starts.  False when there is no such user.
+        """
+
+        def thd(conn: Connection) -> bool:
+            updated = conn.execute(
+                update(s.users).where(s.users.c.uid == uid).values(password_hash=password_hash, updated_at=now)
+            ).rowcount
+            if not updated:
+                return False
+            conn.execute(delete(s.tokens).where(s.tokens.c.uid == uid, s.tokens.c.permanent.is_(True)))
+            _add_permanent_token(conn, uid, permanent_token, now)
+            return True
+
+        return self._db.run("users.set_credential", thd)
+
+    def set_disabled(self, uid: str, disabled: bool, now: int) -> "Deferred[bool]":
+        """Disable or enable C{uid}; a disabled user's tokens no longer count.  False: no such user."""
+
+        def thd(conn: Connection) -> bool:
+            return conn.execute(
+                update(s.users).where(s.users.c.uid == uid).values(disabled=disabled, updated_at=now)
+            ).rowcount == 1
+
+        return self._db.run("users.set_disabled", thd)
+
     def list(self, after: str = "", limit: int = 100) -> "Deferred[list[User]]":
         """Users ordered by uid, starting after C{after}."""
 
@@ -145,6 +182,19 @@ class UserStore:
             return [_user(row) for row in rows]
 
         return self._db.run("users.list", thd)
+
+
+# A permanent token's expiry: past any time a clock will show.
+NEVER = 2**62
+
+
+def _add_permanent_token(conn: Connection, uid: str, token_hash: str, now: int) -> None:
+    if conn.execute(select(s.tokens.c.uid).where(s.tokens.c.token_hash == token_hash)).first():
+        # Tokens are looked up by hash alone: two users cannot share one.
+        raise Conflict("this token is already in use")
+    conn.execute(
+        insert(s.tokens).values(token_hash=token_hash, uid=uid, created_at=now, expires_at=NEVER, permanent=True)
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from imd.channels.longconn import serialize
 from imd.channels.longconn.framing import FrameDecoder, decode_body, encode
 from imd.channels.shared.frames import FrameError
 from imd.channels.shared.framed import ChannelFactory, ChannelSession, FramedProtocol
-from imd.core import fields
+from imd.core import events, fields
 from imd.errors import IMError, InvalidField, InvalidToken
 from imd.hub.interfaces import Event
 
@@ -103,10 +103,15 @@ class LongConnProtocol(FramedProtocol):
         self.session = None
         self.close()
 
-    def render(self, event: Event) -> None:
+    def render(self, event: Event) -> Deferred | None:
         frame = serialize.event(self.session.uid, self.session.resource, event)
         if frame is not None:
             self.send(*frame)
+        if event.kind == events.NOTICE and event.data.get("id") is not None:
+            # Seed 001 has no acknowledgement of a notification: written is received.
+            d = self.server.notices.received(self.session.uid, event.data["id"])
+            return d.addErrback(lambda f: log.failure("marking notice {id} received", f, id=event.data["id"]))
+        return None
 
     # -- dispatch ---------------------------------------------------------
 

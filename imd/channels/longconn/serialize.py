@@ -191,6 +191,17 @@ def _leave(uid: str, to_res: str, d: Mapping[str, Any]) -> tuple[int, dict]:
     }
 
 
+def _notice(uid: str, to_res: str, d: Mapping[str, Any]) -> tuple[int, dict]:
+    group = "gid" in d
+    return T.IM_NOTIFY_SYSTEM, {
+        "from": d["from"],
+        "attach": d["body"],
+        "type": "1" if group else "0",
+        "to": d["gid"] if group else d["to"],
+        "time": format_time(d["time"]),
+    }
+
+
 _EVENTS: dict[str, Callable[[str, str, Mapping[str, Any]], tuple[int, dict]]] = {
     events.MESSAGE: lambda u, r, d: (T.IM_MESSAGE, message(d, r)),
     events.MESSAGE_COPY: lambda u, r, d: (T.IM_NOTIFY_MESSAGE, message(d, r)),
@@ -205,6 +216,7 @@ _EVENTS: dict[str, Callable[[str, str, Mapping[str, Any]], tuple[int, dict]]] = 
     events.GROUP_LEAVE: _leave,
     events.RECEIPT: lambda u, r, d: (T.IM_NOTIFY_RECEIPT, dict(d)),
     events.RECALL: lambda u, r, d: (T.IM_NOTIFY_RECALL, dict(d)),
+    events.NOTICE: _notice,
 }
 
 

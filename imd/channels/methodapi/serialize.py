@@ -80,6 +80,13 @@ _EVENTS: dict[str, Callable[[Mapping[str, Any]], dict]] = {
         "group_name": d["name"],
     },
     events.RECALL: lambda d: {"action": "recall", "from_user_id": d["from"], "msgid": d["msgid"], **_target(d)},
+    events.NOTICE: lambda d: {
+        "action": "notify",
+        "from_user_id": d["from"],
+        "content": d["body"],
+        "time": d["time"] // 1000,
+        **_target(d),
+    },
 }
 
 

@@ -170,6 +170,9 @@ class SocketProtocol(FramedProtocol):
         self.write(frame)
         if event.kind == events.MESSAGE:
             return self._received(event.data)
+        if event.kind == events.NOTICE and event.data.get("id") is not None:
+            d = self.server.notices.received(self.session.uid, event.data["id"])
+            return d.addErrback(lambda f: log.failure("marking notice {id} received", f, id=event.data["id"]))
         return None
 
     def _received(self, data: dict) -> Deferred:

@@ -81,6 +81,7 @@ class FramedProtocol(Protocol):
     """
 
     session: ChannelSession | None = None
+    _reported: ChannelSession | None = None
     session_class: type[ChannelSession] = ChannelSession
     # Until the client authenticates: when it must have, and the address
     # it counts against (see ChannelFactory.buildProtocol).
@@ -251,6 +252,9 @@ class FramedProtocol(Protocol):
         self.token = LiveToken(self.server.accounts, token, self.server.reactor)
         self.session = self.session_class(self, uid, resource, show)
         self.server.hub.register(self.session)
+        # Kept apart from self.session, which a kick clears: its end is reported too.
+        self._reported = self.session
+        self.server.session_reports.started(self.session, self._address())
         log.info("{uid}/{res} connected on {channel}", uid=uid, res=resource, channel=self.session_class.channel)
         return self.session
 
@@ -274,6 +278,10 @@ class FramedProtocol(Protocol):
     def receive(self, event: Event) -> None:
         """A hub event for this session."""
         if self.session is None:
+            return
+        if event.kind == events.SESSION_END:
+            self.server.hub.unregister(self.session)
+            self.kick(event.data["reason"])
             return
         if event.kind == RESYNC:
             # Events from other instances were missed: they are in the store.
@@ -314,6 +322,9 @@ class FramedProtocol(Protocol):
                         if key in seen:
                             continue
                         seen.add(key)
+                    elif event.kind == events.NOTICE:
+                        # A kept notification that also came live while this was read.
+                        seen.add(("notice", str(event.data["id"])))
                     if self.session is None:
                         return
                     d = self.render(event)
@@ -325,6 +336,8 @@ class FramedProtocol(Protocol):
             held, self._held = self._held, None
             for event in held:
                 if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
+                    continue
+                if event.kind == events.NOTICE and ("notice", str(event.data["id"])) in seen:
                     continue
                 self.receive(event)
             if self._resync_after and self.session is not None:
@@ -342,6 +355,13 @@ class FramedProtocol(Protocol):
         self._queue.clear()
         if self.session is not None:
             self.server.hub.unregister(self.session)
+        if self._reported is not None:
+            self.server.session_reports.ended(self._reported, self._address())
+            self._reported = None
+
+    def _address(self) -> str:
+        peer = getattr(self.transport, "getPeer", lambda: None)()
+        return getattr(peer, "host", "") or ""
 
     def close(self) -> None:
         self._closing = True
