@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -274,11 +274,20 @@ class Server:
         """(host, port) a started listener is bound to: tests listen on port 0."""
         return self.service.getServiceNamed(listener).address
 
-    @inlineCallbacks
     def _purge_tokens(self):
-        try:
-            n = yield self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))
+        """
+        Expired tokens, and notifications received long ago.  Both are
+        handed to the store at once: a purge queued only after another had
+        finished could meet a store already stopping, and hold up the stop.
+        """
+        return DeferredList([
+            self._purged("expired tokens", self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))),
+            self._purged("received notifications", self.notices.purge_received()),
+        ])
+
+    def _purged(self, what: str, d):
+        def done(n: int) -> None:
             if n:
-                log.info("purged {n} expired tokens", n=n)
-        except Exception:
-            log.failure("purging expired tokens")
+                log.info("purged {n} {what}", n=n, what=what)
+
+        return d.addCallbacks(done, lambda f: log.failure("purging {what}", f, what=what))
