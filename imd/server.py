@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -304,19 +304,20 @@ class Server:
         return self.service.getServiceNamed(listener).address
 
     def _purge_tokens(self):
-        now = int(self.reactor.seconds() * 1000)
-        # Side by side, not one after the other: a shutdown waits for this
-        # while it stops the store, whose stopped pool would never run a
-        # second step.
-        return gatherResults(
-            [self._purge("tokens", self.store.tokens.purge_expired, now), self._purge("claims", self.store.claims.purge_expired, now)]
-        )
+        """
+        Expired tokens and claims, and notifications received long ago,
+        handed to the store at once: a purge queued only after another had
+        finished could meet a store already stopping, and hold up the stop.
+        """
+        return DeferredList([
+            self._purged("expired tokens", self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))),
+            self._purged("expired claims", self.store.claims.purge_expired(int(self.reactor.seconds() * 1000))),
+            self._purged("received notifications", self.notices.purge_received()),
+        ])
 
-    @inlineCallbacks
-    def _purge(self, what: str, purge, now: int):
-        try:
-            n = yield purge(now)
+    def _purged(self, what: str, d):
+        def done(n: int) -> None:
             if n:
-                log.info("purged {n} expired {what}", n=n, what=what)
-        except Exception:
-            log.failure("purging expired {what}", what=what)
+                log.info("purged {n} {what}", n=n, what=what)
+
+        return d.addCallbacks(done, lambda f: log.failure("purging {what}", f, what=what))

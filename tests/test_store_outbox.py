@@ -175,6 +175,9 @@ class OutboxMixin:
         self.assertTrue((yield notices.mark_received("b", kept[0].id)))
         self.assertFalse((yield notices.mark_received("c", kept[0].id)))
         self.assertEqual((yield notices.pending("b")), [])
+        self.assertEqual((yield notices.purge_received(NOW)), 0)
+        self.assertEqual((yield notices.purge_received(NOW + 1)), 1)
+        self.assertEqual([n.uid for n in (yield notices.pending("c"))], ["c"])
 
     @inlineCallbacks
     def test_one_instance_at_a_time_and_takeover(self):

@@ -26,6 +26,9 @@ from imd.config import WebhooksConfig
 log = Logger()
 # An idle deliverer deletes old delivered rows at most this often (ms).
 PURGE_EVERY_MS = 60_000
+# The depth metrics count the backlog: at most this often (ms), not once
+# per batch while a long backlog drains.
+STATS_EVERY_MS = 1_000
 
 
 def backoff_ms(config: WebhooksConfig, attempts: int) -> int:
@@ -55,6 +58,7 @@ class OutboxDeliverer(Service):
         self._sending: Deferred | None = None
         self.me = ""
         self._purged_at = 0
+        self._counted_at = -STATS_EVERY_MS
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -110,7 +114,9 @@ class OutboxDeliverer(Service):
         now = self._now()
         until = now + config.lease * 1000
         rows = yield self._outbox.claim(self.me, now, until, config.batch)
-        yield self._report_depth()
+        if now - self._counted_at >= STATS_EVERY_MS or not rows:
+            self._counted_at = now
+            yield self._report_depth()
         if not rows:
             if now - self._purged_at >= PURGE_EVERY_MS:
                 self._purged_at = now

@@ -22,6 +22,8 @@ log = Logger()
 MAX_BODY = 4096
 # The outbox kind of a reported notification.
 REPORT_KIND = "notice"
+# How long a received notification's row stays (ms), for a look with SQL.
+KEEP_RECEIVED_MS = 86_400_000
 
 
 def notice_data(sender: str, body: str, badge: bool, time: int, to: str | None, gid: str | None, id_: int | None) -> dict[str, Any]:
@@ -86,6 +88,10 @@ class NoticeService:
 
     def pending(self, uid: str, limit: int = 500):
         return self._notices.pending(uid, limit)
+
+    def purge_received(self):
+        """Forget the kept notifications received more than a day ago."""
+        return self._notices.purge_received(int(self._clock.seconds() * 1000) - KEEP_RECEIVED_MS)
 
     def received(self, uid: str, notice_id: Any):
         """A kept notice was written to a session of C{uid}: it is not kept any longer."""

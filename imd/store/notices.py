@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -89,3 +89,11 @@ class NoticeStore:
             ).rowcount == 1
 
         return self._db.run("notices.mark_received", thd)
+
+    def purge_received(self, before: int) -> "Deferred[int]":
+        """Delete the received notices made before C{before} (ms); how many."""
+
+        def thd(conn: Connection) -> int:
+            return conn.execute(delete(s.notices).where(n.received.is_(True), n.created_at < before)).rowcount
+
+        return self._db.run("notices.purge_received", thd)
