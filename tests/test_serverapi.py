@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.client import ServerError
-from imd.channels.methodapi.client import SocketError, connect_socket
+from imd.channels.methodapi.client import connect_socket
 from imd.channels.serverapi.checksum import checksum
 from imd.channels.serverapi.client import ServerApiClient, sign
 from imd.channels.serverapi.form import Form

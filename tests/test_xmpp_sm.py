@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from imd.channels.xmpp.streams import MOD, StreamState
 from tests.support import PostgresBackend, SQLiteBackend
 from tests.test_xmpp import ON, XmppTestMixin
-from tests.xmppclient import HEADER, connect_raw
+from tests.xmppclient import HEADER
 
 
 class StreamStateTests(unittest.TestCase):

@@ -216,7 +216,7 @@ class SlixClient:
         self._loop.stop()
 
 
-from twisted.internet.protocol import ClientFactory, Protocol  # noqa: E402
+from twisted.internet.protocol import Protocol  # noqa: E402
 
 HEADER = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"

@@ -3,7 +3,7 @@
 The server API's signature: ``CheckSum = sha1(AppSecret + Nonce +
 CurTime)`` in lower-case hex, ``CurTime`` in seconds near the server's
 clock, and a ``Nonce`` accepted once per app inside that window (on every
-instance, through the hub's C{claim_once}).  The webhooks are signed the
+instance, through the server's C{claim_once}: Redis, or the database).  The webhooks are signed the
 same way with the body's MD5 for the Nonce and ``CurTime`` in ms.
 """
 
@@ -48,7 +48,7 @@ class UnknownApp(Forbidden):
 class CheckSumGuard:
     """
     Checks the four headers of a call.  C{apps} is the app service;
-    C{claim(key, ttl)} the hub's C{claim_once}, so that a Nonce replayed
+    C{claim(key, ttl)} the server's C{claim_once}, so that a Nonce replayed
     to another instance of a cluster is refused too.
     """
 

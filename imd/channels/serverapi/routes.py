@@ -288,7 +288,7 @@ def write_failure(request: IRequest, error: IMError) -> bytes:
 
 def make_app(server: "Server") -> Family:
     family = Family("serverapi", server.metrics, write_failure, prefixes=("/nimserver/",))
-    guard = CheckSumGuard(server.apps, server.config.auth.sign_window, server.reactor, server.hub.claim_once)
+    guard = CheckSumGuard(server.apps, server.config.auth.sign_window, server.reactor, server.claim_once)
     max_body = server.config.serverapi.max_body
 
     @family.app.route("/nimserver/<module>/<name>.action", methods=["POST"])
