@@ -113,6 +113,18 @@ class AuthTestsMixin(ServerApiMixin):
         return self.assertRefusedAndUndone(414, headers={"CheckSum": "0" * 40})
 
     @inlineCallbacks
+    def test_wrong_checksums_back_off_with_416(self):
+        server = self.start_server(limits={"login_failures": 3})
+        client = yield self.api(server)
+        forged = ServerApiClient(client.base, client.app_key, "not the secret")
+        for _ in range(3):
+            yield self.refused(forged, "user/create", 414, {"accid": "alice"})
+        # Even signed right, this address waits now.
+        yield self.refused(client, "user/create", 416, {"accid": "alice"})
+        self.assertIsNone((yield server.accounts.get_user("alice")))
+        self.assertEqual(server.metrics.logins_refused.labels("serverapi")._value.get(), 1)
+
+    @inlineCallbacks
     def test_checksum_of_another_secret_is_414(self):
         server, client = yield self.signed()
         forged = ServerApiClient(client.base, client.app_key, "not the secret")

@@ -18,11 +18,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from imd.channels.serverapi import serialize
-from imd.channels.serverapi.checksum import CheckSumGuard
+from imd.channels.serverapi.checksum import CheckSumGuard, UnknownApp
 from imd.channels.serverapi.form import Form, read_form
-from imd.channels.shared.httpjson import write_json
+from imd.channels.shared.httpjson import client_address, write_json
 from imd.channels.shared.web import Family
-from imd.errors import Conflict, IMError, InvalidField, NotFound
+from imd.errors import BadSignature, Conflict, IMError, InvalidField, NotFound
 
 if TYPE_CHECKING:
     from imd.server import Server
@@ -305,7 +305,15 @@ def make_app(server: "Server") -> Family:
             value = request.getHeader(key.encode("ascii"))
             return None if value is None else value.decode("latin-1").strip()
 
-        yield guard.check(header)
+        # A business server's signature is its login: wrong ones back off
+        # like wrong passwords (Yunxin's 416), per address.
+        address = client_address(request)
+        yield server.accounts.login_allowed("serverapi", address, "serverapi")
+        try:
+            yield guard.check(header)
+        except (BadSignature, UnknownApp):
+            yield server.accounts.login_failed("serverapi", address)
+            raise
         reply = yield handler(server, form)
         return write_json(request, reply)
 
