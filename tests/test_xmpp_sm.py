@@ -88,7 +88,9 @@ class ManagedTestsMixin(XmppTestMixin):
         return client, sm_id
 
     def bodies(self, received):
-        return re.findall(rb"<body>([^<]*)</body>", received)
+        # A message committed while the login's backlog is read may come
+        # both in the backlog and live; clients drop the msgid they have.
+        return list(dict.fromkeys(re.findall(rb"<body>([^<]*)</body>", received)))
 
     @inlineCallbacks
     def three_written(self, server, prefix):
