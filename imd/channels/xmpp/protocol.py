@@ -225,6 +225,9 @@ class XmppProtocol(FramedProtocol):
         else:
             self.stream_error("system-shutdown", reason)
 
+    def timeoutConnection(self) -> None:
+        self.stream_error("connection-timeout", f"nothing received for {self.factory.idle.timeout} s")
+
     def connectionLost(self, reason: Any = None) -> None:
         if self.session is not None:
             log.info("{uid}/{res} disconnected", uid=self.session.uid, res=self.session.resource)
@@ -727,6 +730,7 @@ class XmppProtocol(FramedProtocol):
             session.tlim,
             int(self.server.reactor.seconds() * 1000),
             session.carbons,
+            self.config.download_url,
         )
         stanza = serialize.event(target, event)
         if stanza is None:
