@@ -150,6 +150,18 @@ class TlimTestsMixin(XmppTestMixin):
         self.assertEqual(envelope(msg)["body"], [{"msg_id": "tb1"}])
 
     @inlineCallbacks
+    def test_a_recall_reaches_a_seed_004_socket_user(self):
+        server = self.start_server()
+        tom = yield self.socket_user(server, "tom")
+        rose = yield self.slix(server, "rose", tlim=True)
+        yield rose.send_envelope("tom@localhost", doc("MTT-000", [{"text": "oops"}], to="tom", msg_id="so1"))
+        push = yield tom.expect("sendmsg")
+        self.assertEqual(push["msgid"], "so1")
+        yield rose.send_envelope("tom@localhost", doc("MTC-002", [{"msg_id": "so1"}], to="tom"))
+        push = yield tom.expect("recall")
+        self.assertEqual((push["msgid"], push["from_user_id"]), ("so1", "rose"))
+
+    @inlineCallbacks
     def test_recall_window_is_enforced(self):
         server = self.start_server(messages={"recall_window": 0})
         yield server.accounts.register("jack", "secret1")
