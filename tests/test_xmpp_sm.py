@@ -131,6 +131,17 @@ class ManagedTestsMixin(XmppTestMixin):
         self.assertEqual((yield server.messages.pending("rose")), [])
 
     @inlineCallbacks
+    def test_resume_with_an_h_that_covers_some(self):
+        server = self.start_server()
+        _, sm_id = yield self.unacked_then_killed(server)
+        # The client had handled two of the three before the stream died.
+        rose, _ = yield self.raw_login(server, "rose", resume=(sm_id, 2))
+        yield rose.until(b"m2</body>")
+        self.assertEqual(self.bodies(rose.received), [b"m2"])
+        pending = yield server.messages.pending("rose")
+        self.assertEqual([e.data["msgid"] for e in pending], ["m2"])
+
+    @inlineCallbacks
     def test_fresh_login_after_the_resume_timeout_gets_everything(self):
         server = self.start_server(resume_timeout=1)
         _, sm_id = yield self.unacked_then_killed(server)

@@ -745,12 +745,8 @@ class XmppProtocol(FramedProtocol):
         return None
 
     def _written(self, data: dict) -> Deferred:
-        """A client that cannot confirm a message has it once it is written."""
-        messages = self.server.messages
-        if "gid" in data:
-            d = messages.acknowledge_group(self.session.uid, data["gid"], data["seq"])
-        else:
-            d = messages.acknowledge(self.session.uid, data["msgid"], data["from"])
+        """The client has C{data}'s message (written to a client that cannot confirm, or confirmed)."""
+        d = self.server.messages.received(self.uid, data)
         return d.addErrback(lambda f: log.failure("xmpp: marking {msgid} received", f, msgid=data["msgid"]))
 
 
