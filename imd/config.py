@@ -131,7 +131,9 @@ class XmppConfig:
     scram_iterations: int = key(4096, _at_least(4096), "PBKDF2 iterations of new SCRAM keys")
     resume_timeout: int = key(300, _positive, "seconds a dead stream stays resumable (XEP-0198)")
     max_stanza: int = key(262_144, _positive, "largest stanza accepted, in bytes")
-    idle_timeout: int = key(300, _positive)
+    download_url: str = key("", _http_url, "public URL of /upload/mobileFileDownload, for stock clients")
+    # Clients such as slixmpp send a whitespace keepalive every 300 s.
+    idle_timeout: int = key(600, _positive)
 
     def check(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):

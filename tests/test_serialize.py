@@ -130,6 +130,11 @@ class MessageTests(unittest.TestCase):
         tlim = xmpp.event(xmpp.Target("localhost", "bob", "pad", True), Event(events.MESSAGE, data))
         doc = envelope.parse(str(tlim.body))
         self.assertEqual((doc.action, doc.msgid, doc.to, doc.kind, doc.content, doc.client_time), ("send", "m1", "bob", "text", "secret", "1599218283837"))
+        image = Event(events.MESSAGE, self.message(kind="image", body="f 1"))
+        self.assertEqual(str(xmpp.event(xmpp.Target("localhost", "bob", "pad", False), image).body), "[image] f 1")
+        url = "https://im.example.com/upload/mobileFileDownload"
+        stanza = xmpp.event(xmpp.Target("localhost", "bob", "pad", False, download_url=url), image)
+        self.assertEqual(str(stanza.body), url + "?fileId=f+1")
         group = self.message(to_uid=None, gid="g1", group_seq=3, kind="image", body="f1")
         stanza = xmpp.event(xmpp.Target("localhost", "bob", "pad", True), Event(events.MESSAGE, group))
         self.assertEqual((stanza["from"], stanza["type"]), ("g1@localhost/alice", "groupchat"))

@@ -277,6 +277,13 @@ class BadInputTestsMixin(XmppTestMixin):
         self.assertEqual(server.hub.sessions("rose"), [])
 
     @inlineCallbacks
+    def test_a_silent_stream_times_out(self):
+        server = self.start_server(xmpp={"endpoint": ON, "idle_timeout": 1})
+        client = yield self.raw(server)
+        received = yield client.closed
+        self.assertIn(b"<connection-timeout xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", received)
+
+    @inlineCallbacks
     def test_bad_sasl_messages(self):
         server = self.start_server()
         client = yield self.raw(server)

@@ -264,6 +264,16 @@ class MessageService:
         """A live group message reached C{uid}: its cursor moves past it."""
         yield self._messages.group_acked(uid, fields.gid("gid", gid), fields.integer("seq", seq))
 
+    def received(self, uid: str, data: dict):
+        """
+        C{uid}'s client has the message of an event (L{message_data}, as
+        the hub delivered it): it leaves the offline messages or the
+        group cursor moves past it.
+        """
+        if "gid" in data:
+            return self._messages.group_acked(uid, data["gid"], data["seq"])
+        return self._messages.mark_received(uid, data["msgid"], data["from"])
+
     @inlineCallbacks
     def _find(self, uid: str, msgid: Any, to: Any, gid: Any, sent_by_me: bool):
         """

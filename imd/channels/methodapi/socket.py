@@ -177,11 +177,7 @@ class SocketProtocol(FramedProtocol):
 
     def _received(self, data: dict) -> Deferred:
         """Written to a bound connection counts as received: seed 004 has no ack."""
-        messages = self.server.messages
-        if "gid" in data:
-            d = messages.acknowledge_group(self.session.uid, data["gid"], data["seq"])
-        else:
-            d = messages.acknowledge(self.session.uid, data["msgid"], data["from"])
+        d = self.server.messages.received(self.session.uid, data)
         return d.addErrback(lambda f: log.failure("marking {msgid} received", f, msgid=data["msgid"]))
 
 

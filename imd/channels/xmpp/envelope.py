@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 import orjson
 
@@ -220,10 +221,12 @@ def recall(d: Mapping[str, Any], now: int) -> dict[str, Any]:
     return _command(RECALL, d["from"], d.get("to") or d["gid"], d, now)
 
 
-def plain_text(kind: str, body: str) -> str:
-    """What a stock client shows of a message: a file kind names its file."""
+def plain_text(kind: str, body: str, download_url: str = "") -> str:
+    """What a stock client shows of a message: a file kind as its download URL, or named."""
     if kind in ("text", "custom", "notification"):
         return body
+    if download_url:
+        return f"{download_url}?{urlencode({'fileId': body})}"
     return f"[{kind}] {body}"
 
 

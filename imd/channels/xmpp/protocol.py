@@ -225,6 +225,9 @@ class XmppProtocol(FramedProtocol):
         else:
             self.stream_error("system-shutdown", reason)
 
+    def timeoutConnection(self) -> None:
+        self.stream_error("connection-timeout", f"nothing received for {self.factory.idle.timeout} s")
+
     def connectionLost(self, reason: Any = None) -> None:
         if self.session is not None:
             log.info("{uid}/{res} disconnected", uid=self.session.uid, res=self.session.resource)
@@ -736,6 +739,7 @@ class XmppProtocol(FramedProtocol):
             session.tlim,
             int(self.server.reactor.seconds() * 1000),
             session.carbons,
+            self.config.download_url,
         )
         stanza = serialize.event(target, event)
         if stanza is None:
@@ -750,12 +754,8 @@ class XmppProtocol(FramedProtocol):
         return None
 
     def _written(self, data: dict) -> Deferred:
-        """A client that cannot confirm a message has it once it is written."""
-        messages = self.server.messages
-        if "gid" in data:
-            d = messages.acknowledge_group(self.session.uid, data["gid"], data["seq"])
-        else:
-            d = messages.acknowledge(self.session.uid, data["msgid"], data["from"])
+        """The client has C{data}'s message (written to a client that cannot confirm, or confirmed)."""
+        d = self.server.messages.received(self.uid, data)
         return d.addErrback(lambda f: log.failure("xmpp: marking {msgid} received", f, msgid=data["msgid"]))
 
 

@@ -38,8 +38,11 @@ _push_ids = itertools.count(1)
 class Target:
     """Whom a session renders for: its full JID, and whether it speaks tlim."""
 
-    def __init__(self, domain: str, uid: str, resource: str, tlim: bool, now: int = 0, carbons: bool = False) -> None:
+    def __init__(
+        self, domain: str, uid: str, resource: str, tlim: bool, now: int = 0, carbons: bool = False, download_url: str = ""
+    ) -> None:
         self.domain = domain
+        self.download_url = download_url
         # Whether the session asked for copies of what its user sends elsewhere (XEP-0280).
         self.carbons = carbons
         self.uid = uid
@@ -80,7 +83,7 @@ def message(target: Target, d: Mapping[str, Any]) -> domish.Element:
     stanza = element("message", to=target.jid, type="groupchat" if group else "chat", id=d["msgid"])
     stanza["from"] = frm
     # A recalled message keeps its place, not its words.
-    stanza.addElement("body", content="" if d["recalled"] else envelope.plain_text(d["kind"], d["body"]))
+    stanza.addElement("body", content="" if d["recalled"] else envelope.plain_text(d["kind"], d["body"], target.download_url))
     if d["recalled"]:
         stanza.addElement((NS_RETRACT, "retracted"))["id"] = d["msgid"]
     else:
@@ -112,7 +115,7 @@ def copy(target: Target, d: Mapping[str, Any]) -> domish.Element | None:
         return sent
     if not target.carbons:
         return None
-    sent.addElement("body", content="" if d["recalled"] else envelope.plain_text(d["kind"], d["body"]))
+    sent.addElement("body", content="" if d["recalled"] else envelope.plain_text(d["kind"], d["body"], target.download_url))
     wrapper = element("message", to=target.jid, type=sent["type"])
     wrapper["from"] = target.user(target.uid)
     wrapper.addElement((NS_CARBONS, "sent")).addElement((NS_FORWARD, "forwarded")).addChild(sent)
