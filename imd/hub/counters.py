@@ -109,7 +109,9 @@ class RedisCounters:
         return self._either(remote, lambda: self._memory.count(key))
 
     def lock(self, key: str, seconds: float) -> "Deferred[None]":
-        return self._either(lambda redis: redis.set(self._key(key), "1", expire=max(1, int(seconds))), lambda: self._memory.lock(key, seconds)
+        return self._either(
+            lambda redis: redis.set(self._key(key), "1", expire=max(1, int(seconds))),
+            lambda: self._memory.lock(key, seconds),
         )
 
     def locked(self, keys: Iterable[str]) -> "Deferred[float]":

@@ -15,6 +15,7 @@ import orjson
 
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.wiretime import format_time
+from imd.channels.shared.jsonobj import parse_value
 from imd.core import events
 from imd.core.roster import ANSWER_NAMES
 from imd.errors import InvalidField
@@ -98,10 +99,7 @@ def parse_friend_groups(grp: Any) -> list[FriendGroup]:
     friend groups; the roster service checks them.
     """
     if isinstance(grp, str):
-        try:
-            grp = orjson.loads(grp.encode("utf-8", "surrogatepass"))
-        except orjson.JSONDecodeError:
-            raise InvalidField("grp must be a JSON array of friend groups") from None
+        grp = parse_value(grp, "grp", InvalidField)
     if not isinstance(grp, list) or not grp:
         raise InvalidField("grp must be a non-empty JSON array of friend groups")
     groups = []
@@ -117,10 +115,7 @@ def parse_answer_names(msg: Any) -> dict[str, Any] | None:
     if msg is None or msg == "":
         return None
     if isinstance(msg, str):
-        try:
-            msg = orjson.loads(msg.encode("utf-8", "surrogatepass"))
-        except orjson.JSONDecodeError:
-            msg = None
+        msg = parse_value(msg, "msg", InvalidField)
     if not isinstance(msg, dict):
         raise InvalidField("msg must be a JSON object {req_gid, req_name, resp_gid, resp_name}")
     return {name: msg[key] for key, name in _ANSWER_KEYS.items() if key in msg}

@@ -254,13 +254,14 @@ class FramedProtocol(Protocol):
         self.server.hub.register(self.session)
         # Kept apart from self.session, which a kick clears: its end is reported too.
         self._reported = self.session
-        self.server.session_reports.started(self.session, self._address())
+        self.server.session_reports.started(self.session, self.peer_address() or "")
         log.info("{uid}/{res} connected on {channel}", uid=uid, res=resource, channel=self.session_class.channel)
         return self.session
 
     def peer_address(self) -> str | None:
-        """The client's IP address, for limits per address."""
-        return getattr(self.transport.getPeer(), "host", None)
+        """The client's IP address, for limits per address and reports (None: not IP)."""
+        peer = getattr(self.transport, "getPeer", lambda: None)()
+        return getattr(peer, "host", None)
 
     def token_due(self) -> bool:
         """Whether the session's token should be checked before the next request."""
@@ -317,14 +318,11 @@ class FramedProtocol(Protocol):
                 page = yield self.server.messages.pending(uid, messages, others, MISSED_PAGE, cursor)
                 others = False
                 for event in page:
-                    if event.kind == events.MESSAGE:
-                        key = (event.data["from"], event.data["msgid"])
-                        if key in seen:
+                    key = _once(event)
+                    if key is not None:
+                        if key in seen and event.kind == events.MESSAGE:
                             continue
                         seen.add(key)
-                    elif event.kind == events.NOTICE:
-                        # A kept notification that also came live while this was read.
-                        seen.add(("notice", str(event.data["id"])))
                     if self.session is None:
                         return
                     d = self.render(event)
@@ -335,11 +333,8 @@ class FramedProtocol(Protocol):
         finally:
             held, self._held = self._held, None
             for event in held:
-                if event.kind == events.MESSAGE and (event.data["from"], event.data["msgid"]) in seen:
-                    continue
-                if event.kind == events.NOTICE and ("notice", str(event.data["id"])) in seen:
-                    continue
-                self.receive(event)
+                if _once(event) not in seen:
+                    self.receive(event)
             if self._resync_after and self.session is not None:
                 self._resync_after = False
                 self._resync()
@@ -356,12 +351,8 @@ class FramedProtocol(Protocol):
         if self.session is not None:
             self.server.hub.unregister(self.session)
         if self._reported is not None:
-            self.server.session_reports.ended(self._reported, self._address())
+            self.server.session_reports.ended(self._reported, self.peer_address() or "")
             self._reported = None
-
-    def _address(self) -> str:
-        peer = getattr(self.transport, "getPeer", lambda: None)()
-        return getattr(peer, "host", "") or ""
 
     def close(self) -> None:
         self._closing = True
@@ -383,6 +374,19 @@ class FramedProtocol(Protocol):
 
     def kick(self, reason: str) -> None:
         raise NotImplementedError
+
+
+def _once(event: Event) -> tuple[str, str] | None:
+    """
+    What names C{event} among those a session must get once: a message (a
+    client drops a sender's msgid it has) or a kept notification; None for
+    any other event.
+    """
+    if event.kind == events.MESSAGE:
+        return (event.data["from"], event.data["msgid"])
+    if event.kind == events.NOTICE:
+        return ("notice", str(event.data["id"]))
+    return None
 
 
 class ChannelFactory(Factory):
