@@ -114,6 +114,7 @@ class SessionsTestsMixin(XmppTestMixin):
             (add, {"session_type": "1", "session_user": "jack"}, "error-004", 400),
             (modify, {"session_id": gid, "subscribers": [{"nouser": 1}]}, "error-004", 400),
             (add, {"session_type": "1", "subscribers": "[{not json"}, "error-005", 400),
+            (add, {"session_type": "1", "subscribers": "\ud800"}, "error-005", 400),
             (add, {"session_type": "1", "subscribers": {"user_id": "jack"}}, "error-006", 400),
             (modify, {"subscribers": []}, "error-007", 400),
             (delete, {}, "error-007", 400),

@@ -42,7 +42,7 @@ class ParseTests(unittest.TestCase):
             "error-005": ["{", "[1]", "null", '"text"', "\ud800"],
             "error-001": [doc("", [{"text": "x"}]), doc("MTT-9", [{"text": "x"}]), doc("HTS-000", [{}]), doc("HFO-000", [{}]), json.dumps({"body": []})],
             "error-006": [doc("MTT-000", {"text": "x"}), doc("MTT-000", 5), doc("MTT-000", "[not json")],
-            "error-000": ["", " ", doc("MTT-000", []), doc("MTT-000", [1]), doc("MTT-000", [{"file_id": "f"}]), doc("MTT-001", [{"text": "x"}]), doc("MTC-001", [{}]), doc("MTT-000", None)],
+            "error-000": ["", " ", doc("MTT-000", []), doc("MTT-000", [1]), doc("MTT-000", [{"file_id": "f"}]), doc("MTT-001", [{"text": "x"}]), doc("MTC-001", [{}]), doc("MTT-000", None), doc("MTT-000", ""), doc("MTT-000", " ")],
             "error-007": [doc("MTS-000", [{"text": "x"}]), doc("MTS-004", [{"title": "x"}])],
             "error-004": [doc("MTT-000", [{"text": "x"}]), doc("MTC-000", [{"msg_id": "x"}])],
         }

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from imd.channels.shared.jsonobj import parse_object
+from imd.channels.shared.jsonobj import parse_object, parse_value
 
 HEADER = {"compress": "0", "encode": "1", "encrypt": "0", "version": "2.0.0"}
 # imd's message kinds and the seed's number for each (MTT-00N 1:1, MTS-00N group).
@@ -111,10 +111,10 @@ def parse(raw: str, default_to: str | None = None) -> Request:
         raise EnvelopeError(BAD_MSG_TYPE)
     body = doc.get("body")
     if isinstance(body, str):
-        # Some clients send the array as a JSON string.
+        # Some clients send the array as a JSON string; a blank one is no body.
         try:
-            body = orjson.loads(body.encode("utf-8", "surrogatepass"))
-        except orjson.JSONDecodeError:
+            body = parse_value(body, "the body", error=_BadJson)
+        except _BadJson:
             raise EnvelopeError(BODY_NOT_ARRAY) from None
     if body is None or body == "":
         raise EnvelopeError(EMPTY_BODY)
@@ -176,8 +176,8 @@ def message(d: Mapping[str, Any]) -> dict[str, Any]:
     if group and kind == "custom":
         msg_type = TODO
         try:
-            item = orjson.loads(content) if content else {}
-        except orjson.JSONDecodeError:
+            item = parse_value(content, "the body", error=_BadJson, blank={})
+        except _BadJson:
             item = None
         if not isinstance(item, dict):
             item = {"text": content}

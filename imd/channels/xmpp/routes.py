@@ -18,12 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import orjson
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from imd.channels.shared.httpjson import read_body, write_json
-from imd.channels.shared.jsonobj import parse_object
+from imd.channels.shared.jsonobj import parse_object, parse_value
 from imd.channels.shared.web import Family
 from imd.channels.xmpp import envelope as E
 from imd.errors import BadRequest, IMError, Unauthenticated, UnknownUser
@@ -74,13 +73,13 @@ def _params(request: IRequest, max_body: int) -> dict[str, Any]:
 
 def _subscribers(value: Any, with_type: bool) -> list[tuple[str, str]]:
     """(user_id, type) of each subscriber."""
-    if value is None or value == "":
-        return []
     if isinstance(value, str):
         try:
-            value = orjson.loads(value.encode("utf-8", "surrogatepass"))
-        except orjson.JSONDecodeError:
-            raise SessionError(E.BAD_JSON, "subscribers is not JSON") from None
+            value = parse_value(value, "subscribers", blank=None)
+        except BadRequest as e:
+            raise SessionError(E.BAD_JSON, str(e)) from None
+    if value is None:
+        return []
     if not isinstance(value, list):
         raise SessionError(E.BODY_NOT_ARRAY, "subscribers must be an array")
     out = []
