@@ -67,6 +67,17 @@ class StoredKeysMixin(ServerTestMixin):
         self.assertIsNone((yield accounts.scram_keys("bad uid!", "SCRAM-SHA-1")))
 
     @inlineCallbacks
+    def test_keys_follow_a_permanent_token(self):
+        # A business server's account logs in over XMPP with SCRAM and its token.
+        accounts = self.start_server().accounts
+        _, token = yield accounts.register_with_token("alice")
+        keys = yield accounts.scram_keys("alice", "SCRAM-SHA-1")
+        self.assertEqual(keys, scram.derive("SCRAM-SHA-1", token, 4096, keys.salt))
+        token = yield accounts.replace_token("alice", "another-token")
+        keys = yield accounts.scram_keys("alice", "SCRAM-SHA-256")
+        self.assertEqual(keys, scram.derive("SCRAM-SHA-256", "another-token", 4096, keys.salt))
+
+    @inlineCallbacks
     def test_an_older_account_gets_keys_at_its_next_login(self):
         server = self.start_server()
         yield server.accounts.register("alice", "secret1")

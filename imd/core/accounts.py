@@ -403,6 +403,7 @@ class AccountService:
             raise InvalidField("name must be at most 100 characters")
         password_hash = yield self.hasher.hash(token)
         user = yield self._users.create(uid, password_hash, self._now(), name=name, permanent_token=token_hash(token))
+        yield self._store_scram_keys(uid, token)
         log.info("account {uid} created with a permanent token", uid=uid)
         returnValue((user, token))
 
@@ -417,6 +418,7 @@ class AccountService:
         replaced = yield self._users.set_credential(uid, password_hash, token_hash(token), self._now())
         if not replaced:
             raise NotFound(f"no user {uid}")
+        yield self._store_scram_keys(uid, token)
         log.info("permanent token of {uid} replaced", uid=uid)
         returnValue(token)
 
