@@ -931,6 +931,7 @@ class DownloadMemoryTests(ProcessTestMixin, unittest.TestCase):
     def test_200mb_download_memory(self):
         cwd = self.empty_dir()
         env = child_env(IMD_FILES_MAX_SIZE=str(self.SIZE), IMD_FILES_QUOTA=str(2 * self.SIZE))
+        yield self.cli(cwd, env, "db", "upgrade")
         yield self.cli(cwd, env, "user", "add", "alice", "--password", "secret1")
         child, base, _ = yield self.start_imd(cwd, env)
         pid = child.transport.pid
