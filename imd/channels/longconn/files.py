@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_files,tests.test_web -*-
 """
-The file server on the HTTP listener (PROTOCOL.md "Files").
+The file server on the HTTP listener (docs/files.rst).
 
 Seed 001: ``/file/upload`` (base64 chunks, resumable by offset),
 ``/file/download`` and ``/file/download/head`` (ranges by ``offset`` and

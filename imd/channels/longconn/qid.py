@@ -2,7 +2,7 @@
 """
 Seed 001's short connection: ``POST /qid/<QID>`` with a JSON body and a
 bearer token, answered in the seed's ``text`` / ``table`` / ``list`` forms
-(PROTOCOL.md).  Every handler acts as the token's user; the core services
+(docs/qid.rst).  Every handler acts as the token's user; the core services
 decide what that user may see.
 """
 

@@ -343,7 +343,8 @@ class XmppProtocol(FramedProtocol):
             login = yield accounts.login(authcid, password, self.peer_address())
             token = login.token
         except Unauthenticated:
-            # PROTOCOL.md: a live token works as the password too.
+            # A live token works as the password too, so a client logged in
+            # elsewhere (or through the server API) needs no password.
             owner = yield accounts.authenticate(password)
             if owner != authcid:
                 raise sasl.SaslFailure("not-authorized") from None
