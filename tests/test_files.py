@@ -700,6 +700,51 @@ class FilesTestsMixin(ServerTestMixin):
     # -- downloads and checks
 
     @inlineCallbacks
+    def test_http_range_on_both_download_routes(self):
+        """Range: bytes=… gets 206 and Content-Range, as curl -C - and browsers resume."""
+        server, alice, bob = yield self.setup_users()
+        data = payload(1000, seed=7)
+        yield self.upload_all(server, alice, "r.bin", data)
+        file_id = "r.bin"
+        routes = [
+            lambda headers: self.download(server, bob, "r.bin") if not headers else self.request(
+                server, "GET", "/file/download", {"token": bob, "filename": "r.bin"}, headers=headers),
+            lambda headers: self.request(
+                server, "GET", f"/upload/mobileFileDownload?fileId={file_id}&token={bob}", sign=False,
+                headers=headers),
+        ]
+        for route in routes:
+            code, body, response = yield route({})
+            self.assertEqual((code, body == data), (200, True))
+            self.assertEqual(response.headers.getRawHeaders(b"accept-ranges"), [b"bytes"])
+            etag = response.headers.getRawHeaders(b"etag")[0]
+            for header, start, end in (("bytes=100-199", 100, 199), ("bytes=900-", 900, 999),
+                                       ("bytes=-10", 990, 999), ("bytes=990-5000", 990, 999)):
+                code, body, response = yield route({"Range": header})
+                self.assertEqual((code, body), (206, data[start:end + 1]), header)
+                self.assertEqual(response.headers.getRawHeaders(b"content-range"), [f"bytes {start}-{end}/1000".encode()])
+                self.assertEqual(response.length, end + 1 - start)
+            code, body, response = yield route({"Range": "bytes=1000-"})
+            self.assertEqual(code, 416, body[:100])
+            self.assertEqual(response.headers.getRawHeaders(b"content-range"), [b"bytes */1000"])
+            # Several ranges, or garbage: the whole file, as RFC 9110 allows.
+            for header in ("bytes=0-1,5-6", "bytes=zz", "lines=1-2"):
+                code, body, _ = yield route({"Range": header})
+                self.assertEqual((code, body == data), (200, True), header)
+            # If-Range: the range only while the file is the one the client has.
+            code, body, _ = yield route({"Range": "bytes=0-9", "If-Range": etag.decode()})
+            self.assertEqual((code, body), (206, data[:10]))
+            code, body, _ = yield route({"Range": "bytes=0-9", "If-Range": '"other"'})
+            self.assertEqual((code, body == data), (200, True))
+        # The seed's own window still works, and wins over a Range header.
+        code, body, response = yield self.request(
+            server, "GET", "/file/download", {"token": bob, "filename": "r.bin", "offset": "10", "block-size": "5"},
+            headers={"Range": "bytes=0-0"},
+        )
+        self.assertEqual((code, body), (200, data[10:15]))
+        self.assertEqual(response.headers.getRawHeaders(b"fi"), [b"1000"])
+
+    @inlineCallbacks
     def test_download_refusals_and_windows(self):
         server, alice, bob = yield self.setup_users()
         yield self.upload_all(server, alice, "d.txt", b"0123456789")

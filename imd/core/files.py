@@ -389,17 +389,20 @@ class FileService:
         file C{name} from C{offset}: fire with (row, producer).  With
         C{references}, C{name} may also be a C{/file/<name>} reference.
         """
-        name = name_of(name) if references else check_name(name)
         start = count("offset", offset, default=0)
         # A block-size past the end reads to the end; it is a window, not a promise.
         block = count("block-size", block_size, default=-1)
-        row = yield self.readable(name)
+        row = yield self.find(name, references)
         if start > row.size:
             raise InvalidField(f"offset {start} is past the end of {name} ({row.size} bytes)")
         rest = row.size - start
         length = rest if block < 0 else min(block, rest)
         producer = yield self.open(row, start, length)
         returnValue((row, producer))
+
+    def find(self, name: Any, references: bool = False) -> "Deferred[FileRow]":
+        """The complete file C{name}; with C{references}, C{/file/<name>} names it too."""
+        return self.readable(name_of(name) if references else check_name(name))
 
     @inlineCallbacks
     def by_file_id(self, file_id: Any):
