@@ -200,7 +200,7 @@ class CliMixin:
     @inlineCallbacks
     def test_db_upgrade_and_current(self):
         head = head_revision()
-        self.assertEqual(head, "0006")
+        self.assertEqual(head, "0007")
         out = yield self.ok("db", "current")
         self.assertEqual(out, f"no imd database (head is {head}): run `python -m imd db upgrade` "
                               "(with the server's --config) to create it\n")
@@ -219,11 +219,11 @@ class CliMixin:
     def test_db_behind_head(self):
         from imd.store.migrate import upgrade
 
-        yield deferToThread(upgrade, self.url, "0005")
+        yield deferToThread(upgrade, self.url, "0001")
         out = yield self.ok("db", "current")
-        self.assertEqual(out, f"0005 (head is {head_revision()}): run `python -m imd db upgrade` to migrate\n")
+        self.assertEqual(out, f"0001 (head is {head_revision()}): run `python -m imd db upgrade` to migrate\n")
         out = yield self.ok("db", "upgrade")
-        self.assertEqual(out, f"{head_revision()} (head): upgraded from 0005\n")
+        self.assertEqual(out, f"{head_revision()} (head): upgraded from 0001\n")
 
     @inlineCallbacks
     def test_bad_database_url(self):

@@ -19,7 +19,7 @@ from imd.core.messages import message_data
 from imd.errors import Forbidden, NotFound
 from imd.channels.shared.httpjson import bearer_token, read_json, write_error, write_json
 from imd.channels.shared.web import Family
-from imd.channels.longconn.wiretime import cursor_time
+from imd.channels.longconn.wiretime import cursor_span, cursor_time
 
 if TYPE_CHECKING:
     from imd.server import Server
@@ -129,7 +129,7 @@ def offline(server, uid, token, body):
 
 @qid("QID_IM_RECIVE_OFFLINE_MSG")
 def offline_received(server, uid, token, body):
-    yield server.messages.received_until(uid, cursor_time(body))
+    yield server.messages.received_until(uid, *cursor_span(body))
     return text("1")
 
 
