@@ -233,7 +233,7 @@ class Server:
             sessions.make_app(self),
             serverapi.make_app(self),
         ]
-        return Root(families, fallback=native_app)
+        return Root(families, fallback=native_app, requests=self.metrics.http_requests)
 
     @cached_property
     def deliverer(self):
@@ -279,6 +279,7 @@ class Server:
             ("xmpp", self.config.xmpp.endpoint, XmppFactory),
         ):
             if endpoint:
+                self.metrics.serve(name)
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
         HubService(self).setServiceParent(top)
         if self.config.webhooks.url:

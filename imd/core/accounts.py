@@ -208,9 +208,9 @@ class AccountService:
         try:
             result = yield attempt()
         except Unauthenticated:
-            yield self.login_failed(account, address)
+            yield self.login_failed(account, address, path)
             raise
-        yield self.login_succeeded(account, address)
+        yield self.login_succeeded(account, address, path)
         return result
 
     # The steps of L{guarded}, for a login of several round trips (SCRAM).
@@ -219,11 +219,11 @@ class AccountService:
         """Fails with RateLimited while C{address} must wait to try C{account}."""
         return succeed(None) if self._guard is None else self._guard.check(account, address, path)
 
-    def login_failed(self, account: str, address: str | None) -> Deferred:
-        return succeed(None) if self._guard is None else self._guard.failed(account, address)
+    def login_failed(self, account: str, address: str | None, path: str = "login") -> Deferred:
+        return succeed(None) if self._guard is None else self._guard.failed(account, address, path)
 
-    def login_succeeded(self, account: str, address: str | None) -> Deferred:
-        return succeed(None) if self._guard is None else self._guard.succeeded(account, address)
+    def login_succeeded(self, account: str, address: str | None, path: str = "login") -> Deferred:
+        return succeed(None) if self._guard is None else self._guard.succeeded(account, address, path)
 
     def login(self, uid: Any, password: Any, address: str | None = None):
         """Log in by user id and password; a new token."""

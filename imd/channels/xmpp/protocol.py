@@ -325,9 +325,9 @@ class XmppProtocol(FramedProtocol):
             final = exchange.final(sasl.decode64(str(el)))
         except sasl.SaslFailure as e:
             if e.condition == "not-authorized":
-                yield self.server.accounts.login_failed(uid, self.peer_address())
+                yield self.server.accounts.login_failed(uid, self.peer_address(), "scram")
             raise
-        yield self.server.accounts.login_succeeded(uid, self.peer_address())
+        yield self.server.accounts.login_succeeded(uid, self.peer_address(), "scram")
         if exchange.authzid not in ("", uid, f"{uid}@{self.domain}"):
             raise sasl.SaslFailure("invalid-authzid")
         login = yield self.server.accounts.issue_token(uid)
