@@ -47,6 +47,10 @@ class Metrics:
             "imd_http_requests", "HTTP requests answered, by route pattern and status", ["route", "status"],
             registry=self.registry,
         )
+        self.unfinished_uploads_purged = Counter(
+            "imd_unfinished_uploads_purged", "Unfinished uploads deleted after files.unfinished_ttl",
+            registry=self.registry,
+        )
         self.logins = Counter(
             "imd_logins", "Logins whose credentials were right", ["path"], registry=self.registry
         )

@@ -314,7 +314,12 @@ class Server:
             self._purged("expired tokens", self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))),
             self._purged("expired claims", self.store.claims.purge_expired(int(self.reactor.seconds() * 1000))),
             self._purged("received notifications", self.notices.purge_received()),
+            self._purged("unfinished uploads", self.files.purge_unfinished().addCallback(self._count_purged_uploads)),
         ])
+
+    def _count_purged_uploads(self, n: int) -> int:
+        self.metrics.unfinished_uploads_purged.inc(n)
+        return n
 
     def _purged(self, what: str, d):
         def done(n: int) -> None:

@@ -25,7 +25,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from imd.channels.shared import signing
-from imd.core.files import OffsetMismatch, check_name, content_type_for, count
+from imd.config import Config
+from imd.core.files import FileService, OffsetMismatch, check_name, content_type_for, count
 from imd.errors import InvalidField
 from imd.files.storage import ConsumerGone, LocalStorage, MissingData, StorageError
 from imd.store import schema
@@ -696,6 +697,46 @@ class FilesTestsMixin(ServerTestMixin):
             self.request(server, "POST", "/file/upload", sign=False, body=b"{nope", content_type="application/json"),
             "the body is not JSON: unexpected character, expected a string key: line 1 column 2 (char 1)",
         )
+
+    # -- purging unfinished uploads
+
+    @inlineCallbacks
+    def test_unfinished_uploads_are_purged_after_their_ttl(self):
+        server, alice, bob = yield self.setup_users(unfinished_ttl=3600)
+
+        class Clock:
+            now = 1_800_000_000.0
+
+            def seconds(self):
+                return self.now
+
+        clock = server.files._clock = Clock()
+        yield self.upload(server, alice, "old.bin", 5000, 0, b"x" * 1000)      # abandoned
+        yield self.upload_all(server, alice, "done.bin", b"y" * 10)            # complete
+        clock.now += 3000
+        yield self.upload(server, alice, "recent.bin", 5000, 0, b"z" * 1000)   # still going
+        old = yield server.store.files.by_name("old.bin")
+        self.assertTrue(os.path.exists(server.files.storage.part_path(old.id)))
+        clock.now += 601
+        # The hourly job of the server, as its timer runs it.
+        yield server._purge_tokens()
+        self.assertIsNone((yield server.store.files.by_name("old.bin")))
+        self.assertIsNotNone((yield server.store.files.by_name("recent.bin")))
+        self.assertIsNotNone((yield server.store.files.by_name("done.bin")))
+        self.assertFalse(os.path.exists(server.files.storage.part_path(old.id)))
+        self.assertEqual((yield server.store.files.usage("alice")), 5010)
+        code, text, _ = yield self.http(server, "GET", "/metrics")
+        self.assertIn(b"imd_unfinished_uploads_purged_total 1.0", text)
+        # The client that comes back is told where to resume: at 0.
+        response = yield self.assertRefused(
+            self.upload(server, alice, "old.bin", 5000, 1000, b"x" * 1000),
+            "offset 1000 does not match the 0 bytes stored of old.bin; resume at offset 0",
+        )
+        self.assertEqual(response.headers.getRawHeaders(b"stored"), [b"0"])
+        # 0 turns the purge off.
+        self.assertEqual((yield FileService(server.store, server.files.storage,
+                                            Config.from_dict({"files": {"unfinished_ttl": 0}}).files,
+                                            clock).purge_unfinished()), 0)
 
     # -- downloads and checks
 

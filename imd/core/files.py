@@ -187,6 +187,7 @@ class FileService:
         self.max_size = config.max_size
         self.max_chunk = config.max_chunk
         self.quota = config.quota
+        self.unfinished_ttl = config.unfinished_ttl
         self._clock = clock
         # Uploads of one name run one at a time in this process, so two
         # chunks never write one part file together.  (Instances sharing a
@@ -369,6 +370,38 @@ class FileService:
             yield self.storage.delete(row.id)
             raise
         returnValue(row)
+
+    # -- purging
+
+    @inlineCallbacks
+    def purge_unfinished(self, batch: int = 500):
+        """
+        Delete uploads that no chunk has advanced for C{files.unfinished_ttl}
+        seconds, their bytes and the quota they held: fire with how many.
+        A chunk that arrives meanwhile wins (the row is deleted only if
+        still untouched), and one that arrives after is told to resume at 0.
+        """
+        if not self.unfinished_ttl:
+            returnValue(0)
+        before = self._now() - self.unfinished_ttl * 1000
+        purged = 0
+        while True:
+            rows = yield self._files.stale_unfinished(before, batch)
+            for row in rows:
+                deleted = yield self._locked(row.name, self._purge_one, row, before)
+                purged += deleted
+            if len(rows) < batch:
+                break
+        returnValue(purged)
+
+    @inlineCallbacks
+    def _purge_one(self, row: FileRow, before: int):
+        deleted = yield self._files.delete_stale(row.id, before)
+        if deleted:
+            yield self.storage.delete(row.id)
+            log.info("purged the unfinished upload {name} of {uid} ({stored} of {size} bytes)",
+                     name=row.name, uid=row.owner, stored=row.stored, size=row.size)
+        returnValue(int(deleted))
 
     # -- reading
 
