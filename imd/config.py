@@ -215,6 +215,7 @@ class LimitsConfig:
     login_failures: int = key(5, _positive, "failed logins to one account from one address before it backs off")
     login_address_failures: int = key(50, _positive, "failed logins from one address, any account, before it backs off")
     login_window: int = key(900, _positive, "seconds over which failed logins are counted")
+    lookups_per_minute: int = key(30, _positive, "user lookups (by exact id or telephone) one user may make a minute")
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,12 @@ class Server:
         return FileService(self.store, storage, self.config.files, self.reactor)
 
     @cached_property
+    def lookup(self):
+        from imd.core.lookup import LookupService
+
+        return LookupService(self.store, self.hub.counters, self.config.limits)
+
+    @cached_property
     def directory(self):
         from imd.core.directory import DirectoryService
 

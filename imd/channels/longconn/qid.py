@@ -215,6 +215,13 @@ def set_user_info(server, uid, token, body):
     return text("1")
 
 
+@qid("QID_IM_FIND_USER")
+def find_user(server, uid, token, body):
+    """imd's extension: who has exactly this user id or telephone (docs/qid.rst)."""
+    cards = yield server.lookup.find(uid, body.get("q"))
+    return table([{"uid": c.uid, "name": c.name, "avatar": c.avatar} for c in cards])
+
+
 def make_app(server: "Server") -> Family:
     family = Family("qid", server.metrics, write_error, prefixes=("/qid/",))
     max_body = server.config.http.max_body
