@@ -763,7 +763,8 @@ class FilesTestsMixin(ServerTestMixin):
                                        ("bytes=-10", 990, 999), ("bytes=990-5000", 990, 999)):
                 code, body, response = yield route({"Range": header})
                 self.assertEqual((code, body), (206, data[start:end + 1]), header)
-                self.assertEqual(response.headers.getRawHeaders(b"content-range"), [f"bytes {start}-{end}/1000".encode()])
+                self.assertEqual(response.headers.getRawHeaders(b"content-range"),
+                                 [f"bytes {start}-{end}/1000".encode()])
                 self.assertEqual(response.length, end + 1 - start)
             code, body, response = yield route({"Range": "bytes=1000-"})
             self.assertEqual(code, 416, body[:100])

@@ -77,6 +77,6 @@ class LookupService:
         for user in found:
             if user is not None and not user.disabled and user.uid not in [c.uid for c in cards]:
                 cards.append(Card(user.uid, user.name, user.avatar))
-        log.info("{asker} looked up a user by {how}: {n} found", asker=asker,
-                 how="id or telephone" if by_id and by_telephone else "id" if by_id else "telephone", n=len(cards))
+        how = " or ".join(kind for kind, asked in (("id", by_id), ("telephone", by_telephone)) if asked)
+        log.info("{asker} looked up a user by {how}: {n} found", asker=asker, how=how, n=len(cards))
         returnValue(cards)
