@@ -2,10 +2,13 @@
 """
 ``python -m imd [--config FILE] COMMAND``: administration from the shell.
 
-    db upgrade                 migrate the database to the newest revision
-    db current                 print the database's revision
-    user add UID --password PW [--telephone TEL] [--name NAME]
-    user passwd UID [--password PW]   (asks when --password is absent)
+    db upgrade                 create the database, or migrate it to the newest
+                               revision, and say what was done
+    db current                 print the database's revision and whether it is the newest
+    user add UID [--password PW] [--telephone TEL] [--name NAME]
+    user passwd UID [--password PW]
+                               without --password: asked for on a terminal,
+                               else read from the first line of stdin
     user list
     directory import FILE [--format json|csv]
                                replace the departments and/or contacts the
@@ -18,40 +21,51 @@
     outbox show [--dead]       print the undelivered webhook rows
     outbox retry ID...|--all   send dead rows again
     outbox drop ID...|--all    delete dead rows
+    config defaults            print every configuration key with its default,
+                               as a TOML file to start from
+
+Every command names the database it uses on stderr first.  Only ``db
+upgrade`` creates a database: the others refuse one that does not exist yet,
+which is what a wrong directory or a missing ``--config`` looks like.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from typing import Sequence
 
 from twisted.internet.defer import ensureDeferred
 
+import imd
 from imd.config import Config, ConfigError
 from imd.errors import IMError
+
+UPGRADE_HINT = "run `python -m imd db upgrade` (with the server's --config) to create it"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imd", description="imd administration")
     parser.add_argument("--config", help="TOML configuration file (default: built-in defaults)")
+    parser.add_argument("--version", action="version", version=f"imd {imd.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
-    db.add_parser("upgrade", help="migrate to the newest revision")
-    db.add_parser("current", help="print the current revision")
+    db.add_parser("upgrade", help="create the database or migrate it to the newest revision")
+    db.add_parser("current", help="print the current revision and whether it is the newest")
 
     user = commands.add_parser("user", help="accounts").add_subparsers(dest="action", required=True)
     add = user.add_parser("add", help="create an account")
     add.add_argument("uid")
-    add.add_argument("--password", required=True)
+    add.add_argument("--password", help="default: asked for, or read from stdin")
     add.add_argument("--telephone")
     add.add_argument("--name", default="")
     passwd = user.add_parser("passwd", help="set a password (revokes the user's tokens)")
     passwd.add_argument("uid")
-    passwd.add_argument("--password")
+    passwd.add_argument("--password", help="default: asked for, or read from stdin")
     user.add_parser("list", help="list accounts")
 
     directory = commands.add_parser("directory", help="the enterprise directory").add_subparsers(
@@ -75,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         sub = outbox.add_parser(action, help=what)
         sub.add_argument("ids", nargs="*", type=int, metavar="ID")
         sub.add_argument("--all", action="store_true", help="every dead row")
+
+    config = commands.add_parser("config", help="the configuration").add_subparsers(dest="action", required=True)
+    config.add_parser("defaults", help="print every key with its default, as TOML")
     return parser
 
 
@@ -83,15 +100,33 @@ _FORMATS = {".json": "json", ".csv": "csv"}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config":
+        # An installed imd has no etc/imd.toml: this is where its keys are.
+        print(_defaults_toml(), end="")
+        return 0
     try:
         config = Config.load(args.config or os.environ.get("IMD_CONFIG") or None)
     except ConfigError as e:
         print(f"imd: config error: {e}", file=sys.stderr)
         return 2
+    from imd.store import migrate
+
+    print(f"database: {migrate.describe(config.database.url)}", file=sys.stderr)
     if args.command == "db":
         return _db(config, args)
-    if args.command == "user" and args.action == "passwd" and args.password is None:
-        args.password = getpass.getpass(f"new password for {args.uid}: ")
+    try:
+        missing = migrate.current_revision(config.database.url) is None
+    except Exception as e:
+        print(f"imd: {e}", file=sys.stderr)
+        return 1
+    if missing:
+        print(f"imd: there is no imd database there yet: {UPGRADE_HINT}", file=sys.stderr)
+        return 1
+    if args.command == "user" and args.action in ("add", "passwd") and args.password is None:
+        args.password = _read_password(args.uid)
+        if not args.password:
+            print("imd: no password given", file=sys.stderr)
+            return 2
     if args.command == "outbox" and args.action in ("retry", "drop") and bool(args.ids) == args.all:
         print("imd: give the ids of dead rows, or --all", file=sys.stderr)
         return 2
@@ -110,17 +145,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _with_server(config, args)
 
 
+def _defaults_toml() -> str:
+    from imd.config import describe
+
+    lines, current = [f"# imd {imd.__version__}: every key with its default."], None
+    for section, key, default, doc in describe():
+        if section != current:
+            lines += ["", f"[{section}]"]
+            current = section
+        if doc:
+            lines.append(f"# {doc}")
+        if isinstance(default, bool):
+            value = "true" if default else "false"
+        elif isinstance(default, int):
+            value = str(default)
+        else:
+            value = json.dumps(default, ensure_ascii=False)
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_password(uid: str) -> str:
+    """Asked for twice on a terminal; else the first line of stdin (a pipe, a file)."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"password for {uid}: ")
+    if password and getpass.getpass("again: ") != password:
+        print("imd: the passwords differ", file=sys.stderr)
+        return ""
+    return password
+
+
 def _db(config: Config, args: argparse.Namespace) -> int:
     from imd.store import migrate
 
+    url = config.database.url
     try:
+        head = migrate.head_revision()
+        before = migrate.current_revision(url)
         if args.action == "upgrade":
-            migrate.upgrade(config.database.url)
-        print(migrate.current_revision(config.database.url) or "(empty database)")
+            migrate.upgrade(url)
+            after = migrate.current_revision(url)
+            if before == after:
+                print(f"{after} (head): already the newest revision, nothing to do")
+            else:
+                print(f"{after} (head): upgraded from {before or 'no database'}")
+        elif before == head:
+            print(f"{before} (head)")
+        elif before is None:
+            print(f"no imd database (head is {head}): {UPGRADE_HINT}")
+        else:
+            print(f"{before} (head is {head}): run `python -m imd db upgrade` to migrate")
     except Exception as e:
         print(f"imd: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _row(*cells: object) -> None:
+    """One tab-separated line; an empty cell is always C{-}."""
+    print("\t".join("-" if cell in (None, "") else str(cell) for cell in cells))
 
 
 def _with_server(config: Config, args: argparse.Namespace) -> int:
@@ -169,11 +253,12 @@ async def _user(accounts, args: argparse.Namespace) -> None:
         await accounts.set_password(args.uid, args.password)
         print(f"password of {args.uid} set; its tokens are revoked")
     elif args.action == "list":
+        _row("UID", "TELEPHONE", "NAME")
         after = ""
         while True:
             page = await accounts.list_users(after=after, limit=500)
             for user in page:
-                print(f"{user.uid}\t{user.telephone or '-'}\t{user.name}")
+                _row(user.uid, user.telephone, user.name)
             if len(page) < 500:
                 break
             after = page[-1].uid
@@ -200,8 +285,9 @@ async def _app(apps, args: argparse.Namespace) -> None:
         print(f"AppKey: {app.app_key}\nAppSecret: {app.secret}")
         print("Keep the secret: it is not shown again.", file=sys.stderr)
     elif args.action == "list":
+        _row("NAME", "APPKEY")
         for app in await apps.list():
-            print(f"{app.name}\t{app.app_key}")
+            _row(app.name, app.app_key)
     elif args.action == "remove":
         await apps.remove(args.name)
         print(f"removed {args.name}")
@@ -210,9 +296,10 @@ async def _app(apps, args: argparse.Namespace) -> None:
 async def _outbox(outbox, args: argparse.Namespace, now: int) -> None:
     ids = None if getattr(args, "all", False) else getattr(args, "ids", None)
     if args.action == "show":
+        _row("ID", "KIND", "STATE", "ATTEMPTS", "LAST ERROR")
         for row in await outbox.undelivered(dead_only=args.dead):
             state = "dead" if row.dead_at is not None else "pending"
-            print(f"{row.id}\t{row.kind}\t{state}\t{row.attempts}\t{row.last_error or ''}")
+            _row(row.id, row.kind, state, row.attempts, row.last_error)
     elif args.action == "retry":
         print(f"{await outbox.revive(ids, now)} rows to be sent again")
     elif args.action == "drop":

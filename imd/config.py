@@ -167,6 +167,9 @@ class FilesConfig:
     max_size: int = key(104_857_600, _positive)
     max_chunk: int = key(4_194_304, _positive, "largest decoded chunk of one /file/upload, in bytes")
     quota: int = key(1_073_741_824, _positive, "bytes of files per user, unfinished uploads included")
+    unfinished_ttl: int = key(
+        604_800, _not_negative, "seconds an unfinished upload may go without a chunk before it is purged; 0: never"
+    )
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class LimitsConfig:
     login_failures: int = key(5, _positive, "failed logins to one account from one address before it backs off")
     login_address_failures: int = key(50, _positive, "failed logins from one address, any account, before it backs off")
     login_window: int = key(900, _positive, "seconds over which failed logins are counted")
+    lookups_per_minute: int = key(30, _positive, "user lookups (by exact id or telephone) one user may make a minute")
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,28 @@
 # -*- test-case-name: tests.test_http -*-
-"""Prometheus metrics of one server, in a registry of its own."""
+"""
+Prometheus metrics of one server, in a registry of its own.
+
+Series labelled by a TCP channel exist only for the channels the server
+listens on (L{Metrics.serve}); every label value is from a bounded set (a
+route's pattern, never a raw path).
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
-
-CHANNELS = ("longconn", "socket", "xmpp")
 
 
 class _SessionCollector:
-    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, counts: Callable[[], dict[str, int]], served: set[str]) -> None:
         self._counts = counts
+        self._served = served
 
     def collect(self):
         family = GaugeMetricFamily("imd_sessions", "Live authenticated sessions", labels=["channel"])
-        counts = dict.fromkeys(CHANNELS, 0)
+        counts = dict.fromkeys(self._served, 0)
         counts.update(self._counts())
         for channel, n in sorted(counts.items()):
             family.add_metric([channel], n)
@@ -27,7 +32,31 @@ class _SessionCollector:
 class Metrics:
     def __init__(self, session_counts: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_SessionCollector(session_counts))
+        self._served: set[str] = set()
+        self.registry.register(_SessionCollector(session_counts, self._served))
+        # Memory, CPU, open files and start time of this process; Python's version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.connections_opened = Counter(
+            "imd_connections_opened", "TCP connections accepted", ["channel"], registry=self.registry
+        )
+        self.connections_closed = Counter(
+            "imd_connections_closed", "TCP connections ended, by either side", ["channel"], registry=self.registry
+        )
+        self.http_requests = Counter(
+            "imd_http_requests", "HTTP requests answered, by route pattern and status", ["route", "status"],
+            registry=self.registry,
+        )
+        self.unfinished_uploads_purged = Counter(
+            "imd_unfinished_uploads_purged", "Unfinished uploads deleted after files.unfinished_ttl",
+            registry=self.registry,
+        )
+        self.logins = Counter(
+            "imd_logins", "Logins whose credentials were right", ["path"], registry=self.registry
+        )
+        self.logins_failed = Counter(
+            "imd_logins_failed", "Logins whose credentials were wrong", ["path"], registry=self.registry
+        )
         self.messages = Counter(
             "imd_messages", "Messages committed", ["kind"], registry=self.registry
         )
@@ -72,6 +101,12 @@ class Metrics:
         self.outbox_retried = Counter(
             "imd_outbox_retried", "Failed outbox deliveries, to be tried again", registry=self.registry
         )
+
+    def serve(self, channel: str) -> None:
+        """The server listens on C{channel}: its series exist from now on, at zero until used."""
+        self._served.add(channel)
+        self.connections_opened.labels(channel)
+        self.connections_closed.labels(channel)
 
     def observe_store(self, name: str, seconds: float, ok: bool) -> None:
         self.store_seconds.labels(name).observe(seconds)

@@ -209,6 +209,12 @@ class Server:
         return FileService(self.store, storage, self.config.files, self.reactor)
 
     @cached_property
+    def lookup(self):
+        from imd.core.lookup import LookupService
+
+        return LookupService(self.store, self.hub.counters, self.config.limits)
+
+    @cached_property
     def directory(self):
         from imd.core.directory import DirectoryService
 
@@ -233,7 +239,7 @@ class Server:
             sessions.make_app(self),
             serverapi.make_app(self),
         ]
-        return Root(families, fallback=native_app)
+        return Root(families, fallback=native_app, requests=self.metrics.http_requests)
 
     @cached_property
     def deliverer(self):
@@ -279,6 +285,7 @@ class Server:
             ("xmpp", self.config.xmpp.endpoint, XmppFactory),
         ):
             if endpoint:
+                self.metrics.serve(name)
                 ListenerService(name, endpoint, factory(self), self.reactor).setServiceParent(top)
         HubService(self).setServiceParent(top)
         if self.config.webhooks.url:
@@ -313,7 +320,12 @@ class Server:
             self._purged("expired tokens", self.store.tokens.purge_expired(int(self.reactor.seconds() * 1000))),
             self._purged("expired claims", self.store.claims.purge_expired(int(self.reactor.seconds() * 1000))),
             self._purged("received notifications", self.notices.purge_received()),
+            self._purged("unfinished uploads", self.files.purge_unfinished().addCallback(self._count_purged_uploads)),
         ])
+
+    def _count_purged_uploads(self, n: int) -> int:
+        self.metrics.unfinished_uploads_purged.inc(n)
+        return n
 
     def _purged(self, what: str, d):
         def done(n: int) -> None:

@@ -7,6 +7,7 @@ import os
 
 from twisted.python import usage
 
+import imd
 from imd.config import Config, ConfigError
 
 
@@ -15,11 +16,17 @@ class Options(usage.Options):
     longdesc = (
         "Runs the imd instant-messaging server. Without --config every key has "
         "its default (SQLite under ./var, HTTP on 127.0.0.1:8080); IMD_<SECTION>_<KEY> "
-        "environment variables override the file."
+        "environment variables override the file. `python -m imd config defaults` "
+        "prints every key with its default, a file to start from."
     )
     optParameters = [
-        ["config", "c", None, "TOML configuration file (see etc/imd.toml)."],
+        ["config", "c", None, "TOML configuration file (`python -m imd config defaults` prints every key)."],
     ]
+
+    def opt_version(self) -> None:
+        """Print imd's version and exit."""
+        print(f"imd {imd.__version__}")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         path = self["config"] or os.environ.get("IMD_CONFIG") or None

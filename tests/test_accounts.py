@@ -506,9 +506,28 @@ class AccountsMixin:
         yield self.assertFailure(
             accounts.login_by_telephone("13900000000", password="secret1"), BadCredentials
         )
-        # A code that is given must still be right.
+        # Seed-004 clients always send a code: with SMS off it is ignored,
+        # never checked, next to a password.
+        session = yield accounts.login_by_telephone(TEL, password="secret1", sms_code="123456")
+        self.assertEqual(session.uid, "bob")
         yield self.assertFailure(
-            accounts.login_by_telephone(TEL, password="secret1", sms_code="123456"), BadSmsCode
+            accounts.login_by_telephone(TEL, password="wrong12", sms_code="123456"), BadCredentials
+        )
+        # Without a password the code is the credential, so it is checked.
+        yield self.assertFailure(accounts.login_by_telephone(TEL, sms_code="123456"), BadSmsCode)
+        user = yield accounts.register_by_telephone("13900000001", "secret1", sms_code="654321")
+        self.assertEqual(user.telephone, "13900000001")
+
+    @inlineCallbacks
+    def test_register_code_serves_the_login_after_it(self):
+        yield self.accounts.request_sms_code(TEL)
+        code = self.gateway.last_code
+        user = yield self.accounts.register_by_telephone(TEL, "secret1", sms_code=code)
+        session = yield self.accounts.login_by_telephone(TEL, password="secret1", sms_code=code)
+        self.assertEqual(session.uid, user.uid)
+        # The login used it up.
+        yield self.assertFailure(
+            self.accounts.login_by_telephone(TEL, password="secret1", sms_code=code), BadSmsCode
         )
 
     @inlineCallbacks

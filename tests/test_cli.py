@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
@@ -14,7 +16,8 @@ from imd.config import AuthConfig, SmsConfig
 from imd.core.accounts import AccountService
 from imd.core.sms import NoGateway
 from imd.errors import BadCredentials, InvalidToken
-from imd.store.migrate import head_revision
+import imd
+from imd.store.migrate import describe, head_revision
 from imd.store.store import Store
 from tests.support import PostgresBackend, SQLiteBackend, child_env
 
@@ -41,10 +44,19 @@ class CliMixin:
     def ok(self, *args: str):
         code, out, err = yield self.imd(*args)
         self.assertEqual(code, 0, f"python -m imd {' '.join(args)}: {out}{err}")
+        self.assertEqual(err.splitlines()[0], f"database: {describe(self.url)}")
         returnValue(out)
 
+    def with_stdin(self, stdin: str, *args: str):
+        """Run C{python -m imd ARGS} with C{stdin} piped in: a CompletedProcess."""
+        return deferToThread(
+            subprocess.run, [sys.executable, "-m", "imd", *args], input=stdin, capture_output=True,
+            text=True, cwd=self.cwd, env=child_env(IMD_DATABASE_URL=self.url), timeout=60,
+        )
+
     def assertOneLineError(self, err: str, *fragments: str) -> None:
-        lines = err.splitlines()
+        # The first line names the database, once the configuration is read.
+        lines = [line for line in err.splitlines() if not line.startswith("database: ")]
         self.assertEqual(len(lines), 1, err)
         self.assertTrue(lines[0].startswith("imd: "), err)
         for fragment in fragments:
@@ -65,50 +77,108 @@ class CliMixin:
 
     @inlineCallbacks
     def test_user_add_and_list(self):
+        yield self.ok("db", "upgrade")
         out = yield self.ok("user", "add", "alice", "--password", "secret1",
                             "--telephone", "13800000000", "--name", "Alice")
         self.assertEqual(out, "created alice\n")
         yield self.ok("user", "add", "bob", "--password", "secret1")
         out = yield self.ok("user", "list")
-        self.assertEqual(out.splitlines(), ["alice\t13800000000\tAlice", "bob\t-\t"])
+        self.assertEqual(out.splitlines(), ["UID\tTELEPHONE\tNAME", "alice\t13800000000\tAlice", "bob\t-\t-"])
+
+    @inlineCallbacks
+    def test_commands_refuse_a_database_that_does_not_exist(self):
+        for args in (("user", "add", "alice", "--password", "secret1"), ("user", "list"),
+                     ("app", "list"), ("directory", "show"), ("outbox", "show")):
+            code, out, err = yield self.imd(*args)
+            self.assertEqual(code, 1, out + err)
+            self.assertEqual(err.splitlines()[0], f"database: {describe(self.url)}")
+            self.assertOneLineError(err, "no imd database", "python -m imd db upgrade")
+        if self.backend == "sqlite":
+            self.assertFalse(os.path.exists(self.url[len("sqlite:///"):]))
+            # A relative URL is named by its absolute path: where it was looked for.
+            code, out, err = yield self.imd("user", "list", IMD_DATABASE_URL="sqlite:///var/x.sqlite3")
+            self.assertIn(f"database: sqlite:///{self.cwd}/var/x.sqlite3", err)
+            self.assertFalse(os.path.exists(os.path.join(self.cwd, "var")))
+        yield self.ok("db", "upgrade")
+        yield self.ok("user", "add", "alice", "--password", "secret1")
+
+    @inlineCallbacks
+    def test_password_from_stdin(self):
+        yield self.ok("db", "upgrade")
+        done = yield self.with_stdin("secret1\n", "user", "add", "alice")
+        self.assertEqual((done.returncode, done.stdout), (0, "created alice\n"), done.stderr)
+        # Nothing on the command line, so nothing in ps or the shell's history.
+        session = yield self.accounts().login("alice", "secret1")
+        self.assertEqual(session.uid, "alice")
+        done = yield self.with_stdin("newsecret\n", "user", "passwd", "alice")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        session = yield self.accounts().login("alice", "newsecret")
+        self.assertEqual(session.uid, "alice")
+        done = yield self.with_stdin("", "user", "add", "bob")
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertOneLineError(done.stderr, "no password")
+
+    @inlineCallbacks
+    def test_config_defaults(self):
+        import tomllib
+
+        from imd.config import Config, describe
+
+        code, out, err = yield self.imd("config", "defaults")
+        self.assertEqual(code, 0, err)
+        parsed = tomllib.loads(out)
+        self.assertEqual([(s, k, parsed[s][k]) for s, k, _, _ in describe()],
+                         [(s, k, d) for s, k, d, _ in describe()])
+        self.assertEqual(Config.from_dict(parsed), Config.from_dict({}))
+
+    @inlineCallbacks
+    def test_version(self):
+        code, out, err = yield self.imd("--version")
+        self.assertEqual((code, out), (0, f"imd {imd.__version__}\n"), err)
 
     @inlineCallbacks
     def test_added_user_logs_in(self):
+        yield self.ok("db", "upgrade")
         yield self.ok("user", "add", "alice", "--password", "secret1")
         session = yield self.accounts().login("alice", "secret1")
         self.assertEqual(session.uid, "alice")
 
     @inlineCallbacks
     def test_list_empty(self):
+        yield self.ok("db", "upgrade")
         out = yield self.ok("user", "list")
-        self.assertEqual(out, "")
+        self.assertEqual(out, "UID\tTELEPHONE\tNAME\n")
 
     @inlineCallbacks
     def test_duplicate_user(self):
+        yield self.ok("db", "upgrade")
         yield self.ok("user", "add", "alice", "--password", "secret1")
         code, out, err = yield self.imd("user", "add", "alice", "--password", "secret2")
         self.assertEqual(code, 1, out + err)
         self.assertOneLineError(err, "alice", "already exists")
         out = yield self.ok("user", "list")
-        self.assertEqual(out.splitlines(), ["alice\t-\t"])
+        self.assertEqual(out.splitlines()[1:], ["alice\t-\t-"])
 
     @inlineCallbacks
     def test_invalid_uid(self):
+        yield self.ok("db", "upgrade")
         for uid in ("has space", "x" * 51, "ünï"):
             code, out, err = yield self.imd("user", "add", uid, "--password", "secret1")
             self.assertEqual(code, 1, out + err)
             self.assertOneLineError(err, "uid")
         out = yield self.ok("user", "list")
-        self.assertEqual(out, "")
+        self.assertEqual(out.splitlines()[1:], [])
 
     @inlineCallbacks
     def test_short_password(self):
+        yield self.ok("db", "upgrade")
         code, out, err = yield self.imd("user", "add", "alice", "--password", "short")
         self.assertEqual(code, 1, out + err)
         self.assertOneLineError(err, "password")
 
     @inlineCallbacks
     def test_user_passwd(self):
+        yield self.ok("db", "upgrade")
         yield self.ok("user", "add", "alice", "--password", "secret1")
         accounts = self.accounts()
         session = yield accounts.login("alice", "secret1")
@@ -122,6 +192,7 @@ class CliMixin:
 
     @inlineCallbacks
     def test_passwd_unknown_user(self):
+        yield self.ok("db", "upgrade")
         code, out, err = yield self.imd("user", "passwd", "nobody", "--password", "newsecret")
         self.assertEqual(code, 1, out + err)
         self.assertOneLineError(err, "nobody")
@@ -129,16 +200,30 @@ class CliMixin:
     @inlineCallbacks
     def test_db_upgrade_and_current(self):
         head = head_revision()
-        self.assertEqual(head, "0006")
+        self.assertEqual(head, "0007")
         out = yield self.ok("db", "current")
-        self.assertEqual(out, "(empty database)\n")
+        self.assertEqual(out, f"no imd database (head is {head}): run `python -m imd db upgrade` "
+                              "(with the server's --config) to create it\n")
+        if self.backend == "sqlite":
+            # Asking does not create it.
+            self.assertFalse(os.path.exists(self.url[len("sqlite:///"):]))
         out = yield self.ok("db", "upgrade")
-        self.assertEqual(out, head + "\n")
+        self.assertEqual(out, f"{head} (head): upgraded from no database\n")
         out = yield self.ok("db", "current")
-        self.assertEqual(out, head + "\n")
+        self.assertEqual(out, f"{head} (head)\n")
         # Upgrading a database that is at the head changes nothing.
         out = yield self.ok("db", "upgrade")
-        self.assertEqual(out, head + "\n")
+        self.assertEqual(out, f"{head} (head): already the newest revision, nothing to do\n")
+
+    @inlineCallbacks
+    def test_db_behind_head(self):
+        from imd.store.migrate import upgrade
+
+        yield deferToThread(upgrade, self.url, "0001")
+        out = yield self.ok("db", "current")
+        self.assertEqual(out, f"0001 (head is {head_revision()}): run `python -m imd db upgrade` to migrate\n")
+        out = yield self.ok("db", "upgrade")
+        self.assertEqual(out, f"{head_revision()} (head): upgraded from 0001\n")
 
     @inlineCallbacks
     def test_bad_database_url(self):
@@ -157,12 +242,14 @@ class CliMixin:
     def test_config_file(self):
         with open(os.path.join(self.cwd, "imd.toml"), "w") as f:
             f.write("[auth]\nhash_time_cost = 1\nhash_memory_kib = 1024\n")
+        yield self.ok("--config", "imd.toml", "db", "upgrade")
         yield self.ok("--config", "imd.toml", "user", "add", "alice", "--password", "secret1")
         out = yield self.ok("--config", "imd.toml", "user", "list")
-        self.assertEqual(out.splitlines(), ["alice\t-\t"])
+        self.assertEqual(out.splitlines()[1:], ["alice\t-\t-"])
 
     @inlineCallbacks
     def test_app_add_list_remove(self):
+        yield self.ok("db", "upgrade")
         out = yield self.ok("app", "add", "shop")
         key_line, secret_line = out.splitlines()
         self.assertTrue(key_line.startswith("AppKey: ") and secret_line.startswith("AppSecret: "), out)
@@ -177,10 +264,10 @@ class CliMixin:
         self.assertEqual(code, 1, out + err)
         self.assertOneLineError(err, "shop", "already exists")
         out = yield self.ok("app", "list")
-        self.assertEqual(out, f"shop\t{key}\n")
+        self.assertEqual(out, f"NAME\tAPPKEY\nshop\t{key}\n")
         self.assertNotIn(secret, out)
         yield self.ok("app", "remove", key)
-        self.assertEqual((yield self.ok("app", "list")), "")
+        self.assertEqual((yield self.ok("app", "list")), "NAME\tAPPKEY\n")
         code, out, err = yield self.imd("app", "remove", "shop")
         self.assertEqual(code, 1, out + err)
 
@@ -196,18 +283,19 @@ class CliMixin:
         yield outbox.failed(rows[0].id, "x", "receiver said 500", 20, 15)
         out = yield self.ok("outbox", "show")
         self.assertEqual(out.splitlines(), [
+            "ID\tKIND\tSTATE\tATTEMPTS\tLAST ERROR",
             f"{rows[0].id}\tmessage\tdead\t1\treceiver said 500",
-            f"{rows[1].id}\tmessage\tpending\t0\t",
-            f"{rows[2].id}\tmessage\tpending\t0\t",
+            f"{rows[1].id}\tmessage\tpending\t0\t-",
+            f"{rows[2].id}\tmessage\tpending\t0\t-",
         ])
-        self.assertEqual((yield self.ok("outbox", "show", "--dead")).splitlines()[0].split("\t")[0], str(rows[0].id))
+        self.assertEqual((yield self.ok("outbox", "show", "--dead")).splitlines()[1].split("\t")[0], str(rows[0].id))
         code, out, err = yield self.imd("outbox", "retry")
         self.assertEqual(code, 2, out + err)
         self.assertEqual((yield self.ok("outbox", "retry", str(rows[0].id))), "1 rows to be sent again\n")
-        self.assertEqual((yield self.ok("outbox", "show", "--dead")), "")
+        self.assertEqual(len((yield self.ok("outbox", "show", "--dead")).splitlines()), 1)
         yield outbox.failed(rows[0].id, "x", "again", 20, 15)
         self.assertEqual((yield self.ok("outbox", "drop", "--all")), "1 rows dropped\n")
-        self.assertEqual(len((yield self.ok("outbox", "show")).splitlines()), 2)
+        self.assertEqual(len((yield self.ok("outbox", "show")).splitlines()), 3)
 
 
 class SQLiteCliTests(CliMixin, SQLiteBackend, unittest.TestCase):

@@ -17,6 +17,7 @@ from twisted.trial import unittest
 
 from imd.core.directory import DirectoryService, parse_import
 from imd.errors import InvalidField
+from imd.store import migrate
 from imd.store.store import Store
 from tests.support import PostgresBackend, ServerTestMixin, SQLiteBackend, child_env
 
@@ -498,6 +499,9 @@ class DirectoryCliMixin:
 
     def setUp(self):
         self.url = self.database_url()
+        # What `python -m imd db upgrade` does: the commands refuse a database
+        # that does not exist yet.
+        migrate.upgrade(self.url)
         self.cwd = os.path.abspath(self.mktemp())
         os.makedirs(self.cwd)
 
@@ -528,7 +532,8 @@ class DirectoryCliMixin:
         got, out, err = yield self.imd(*args)
         self.assertEqual(got, code, out + err)
         self.assertEqual(out, "")
-        lines = err.splitlines()
+        database, *lines = err.splitlines()
+        self.assertTrue(database.startswith("database: "), err)
         self.assertEqual(len(lines), 1, err)
         self.assertTrue(lines[0].startswith("imd: "), err)
         for fragment in fragments:

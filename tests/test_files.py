@@ -25,7 +25,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from imd.channels.shared import signing
-from imd.core.files import OffsetMismatch, check_name, content_type_for, count
+from imd.config import Config
+from imd.core.files import FileService, OffsetMismatch, check_name, content_type_for, count
 from imd.errors import InvalidField
 from imd.files.storage import ConsumerGone, LocalStorage, MissingData, StorageError
 from imd.store import schema
@@ -697,7 +698,93 @@ class FilesTestsMixin(ServerTestMixin):
             "the body is not JSON: unexpected character, expected a string key: line 1 column 2 (char 1)",
         )
 
+    # -- purging unfinished uploads
+
+    @inlineCallbacks
+    def test_unfinished_uploads_are_purged_after_their_ttl(self):
+        server, alice, bob = yield self.setup_users(unfinished_ttl=3600)
+
+        class Clock:
+            now = 1_800_000_000.0
+
+            def seconds(self):
+                return self.now
+
+        clock = server.files._clock = Clock()
+        yield self.upload(server, alice, "old.bin", 5000, 0, b"x" * 1000)      # abandoned
+        yield self.upload_all(server, alice, "done.bin", b"y" * 10)            # complete
+        clock.now += 3000
+        yield self.upload(server, alice, "recent.bin", 5000, 0, b"z" * 1000)   # still going
+        old = yield server.store.files.by_name("old.bin")
+        self.assertTrue(os.path.exists(server.files.storage.part_path(old.id)))
+        clock.now += 601
+        # The hourly job of the server, as its timer runs it.
+        yield server._purge_tokens()
+        self.assertIsNone((yield server.store.files.by_name("old.bin")))
+        self.assertIsNotNone((yield server.store.files.by_name("recent.bin")))
+        self.assertIsNotNone((yield server.store.files.by_name("done.bin")))
+        self.assertFalse(os.path.exists(server.files.storage.part_path(old.id)))
+        self.assertEqual((yield server.store.files.usage("alice")), 5010)
+        code, text, _ = yield self.http(server, "GET", "/metrics")
+        self.assertIn(b"imd_unfinished_uploads_purged_total 1.0", text)
+        # The client that comes back is told where to resume: at 0.
+        response = yield self.assertRefused(
+            self.upload(server, alice, "old.bin", 5000, 1000, b"x" * 1000),
+            "offset 1000 does not match the 0 bytes stored of old.bin; resume at offset 0",
+        )
+        self.assertEqual(response.headers.getRawHeaders(b"stored"), [b"0"])
+        # 0 turns the purge off.
+        self.assertEqual((yield FileService(server.store, server.files.storage,
+                                            Config.from_dict({"files": {"unfinished_ttl": 0}}).files,
+                                            clock).purge_unfinished()), 0)
+
     # -- downloads and checks
+
+    @inlineCallbacks
+    def test_http_range_on_both_download_routes(self):
+        """Range: bytes=… gets 206 and Content-Range, as curl -C - and browsers resume."""
+        server, alice, bob = yield self.setup_users()
+        data = payload(1000, seed=7)
+        yield self.upload_all(server, alice, "r.bin", data)
+        file_id = "r.bin"
+        routes = [
+            lambda headers: self.download(server, bob, "r.bin") if not headers else self.request(
+                server, "GET", "/file/download", {"token": bob, "filename": "r.bin"}, headers=headers),
+            lambda headers: self.request(
+                server, "GET", f"/upload/mobileFileDownload?fileId={file_id}&token={bob}", sign=False,
+                headers=headers),
+        ]
+        for route in routes:
+            code, body, response = yield route({})
+            self.assertEqual((code, body == data), (200, True))
+            self.assertEqual(response.headers.getRawHeaders(b"accept-ranges"), [b"bytes"])
+            etag = response.headers.getRawHeaders(b"etag")[0]
+            for header, start, end in (("bytes=100-199", 100, 199), ("bytes=900-", 900, 999),
+                                       ("bytes=-10", 990, 999), ("bytes=990-5000", 990, 999)):
+                code, body, response = yield route({"Range": header})
+                self.assertEqual((code, body), (206, data[start:end + 1]), header)
+                self.assertEqual(response.headers.getRawHeaders(b"content-range"),
+                                 [f"bytes {start}-{end}/1000".encode()])
+                self.assertEqual(response.length, end + 1 - start)
+            code, body, response = yield route({"Range": "bytes=1000-"})
+            self.assertEqual(code, 416, body[:100])
+            self.assertEqual(response.headers.getRawHeaders(b"content-range"), [b"bytes */1000"])
+            # Several ranges, or garbage: the whole file, as RFC 9110 allows.
+            for header in ("bytes=0-1,5-6", "bytes=zz", "lines=1-2"):
+                code, body, _ = yield route({"Range": header})
+                self.assertEqual((code, body == data), (200, True), header)
+            # If-Range: the range only while the file is the one the client has.
+            code, body, _ = yield route({"Range": "bytes=0-9", "If-Range": etag.decode()})
+            self.assertEqual((code, body), (206, data[:10]))
+            code, body, _ = yield route({"Range": "bytes=0-9", "If-Range": '"other"'})
+            self.assertEqual((code, body == data), (200, True))
+        # The seed's own window still works, and wins over a Range header.
+        code, body, response = yield self.request(
+            server, "GET", "/file/download", {"token": bob, "filename": "r.bin", "offset": "10", "block-size": "5"},
+            headers={"Range": "bytes=0-0"},
+        )
+        self.assertEqual((code, body), (200, data[10:15]))
+        self.assertEqual(response.headers.getRawHeaders(b"fi"), [b"1000"])
 
     @inlineCallbacks
     def test_download_refusals_and_windows(self):
@@ -931,6 +1018,7 @@ class DownloadMemoryTests(ProcessTestMixin, unittest.TestCase):
     def test_200mb_download_memory(self):
         cwd = self.empty_dir()
         env = child_env(IMD_FILES_MAX_SIZE=str(self.SIZE), IMD_FILES_QUOTA=str(2 * self.SIZE))
+        yield self.cli(cwd, env, "db", "upgrade")
         yield self.cli(cwd, env, "user", "add", "alice", "--password", "secret1")
         child, base, _ = yield self.start_imd(cwd, env)
         pid = child.transport.pid

@@ -175,17 +175,68 @@ class HttpTestsMixin(ServerTestMixin):
         self.assertEqual((code, body["code"]), (413, "too_large"))
 
     @inlineCallbacks
+    def metrics(self, server) -> str:
+        code, text, _ = yield self.http(server, "GET", "/metrics")
+        self.assertEqual(code, 200)
+        return text.decode()
+
+    @inlineCallbacks
     def test_metrics(self):
         server = self.start_server()
         yield self.http(server, "GET", "/nope")
         yield self.http(server, "GET", "/healthz")
-        code, text, response = yield self.http(server, "GET", "/metrics")
-        self.assertEqual(code, 200)
-        text = text.decode()
-        self.assertIn('imd_sessions{channel="longconn"} 0.0', text)
+        text = yield self.metrics(server)
         self.assertRegex(text, r'imd_errors_total\{channel="native",code="not_found"\} 1\.0')
         self.assertRegex(text, r'imd_store_seconds_count\{op="ping"\} [1-9]')
         self.assertIn("imd_messages", text)
+        # Requests by route pattern and status, never by raw path.
+        self.assertIn('imd_http_requests_total{route="/healthz",status="200"} 1.0', text)
+        self.assertIn('imd_http_requests_total{route="native:unmatched",status="404"} 1.0', text)
+        self.assertNotIn('route="/nope"', text)
+        # The process: memory, CPU, open files.
+        for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                     "process_max_fds", "process_start_time_seconds", "python_info"):
+            self.assertRegex(text, rf"(?m)^{name}(\{{.*\}})? ", name)
+        # No TCP channel is served here, so none has a series.
+        self.assertNotIn("imd_sessions{", text)
+        self.assertNotIn("imd_connections_opened_total{", text)
+
+    @inlineCallbacks
+    def test_metrics_of_logins_connections_and_routes(self):
+        from imd.channels.longconn.client import connect
+        from twisted.internet import reactor
+
+        server = self.start_server(longconn={"endpoint": "tcp:0:interface=127.0.0.1"})
+        yield server.accounts.register("alice", "secret1")
+        text = yield self.metrics(server)
+        self.assertIn('imd_sessions{channel="longconn"} 0.0', text)
+        self.assertIn('imd_connections_opened_total{channel="longconn"} 0.0', text)
+        for channel in ("socket", "xmpp"):
+            self.assertNotIn(f'channel="{channel}"', text)
+
+        code, _, _ = yield self.http(server, "POST", "/auth/login", {"uid": "alice", "password": "wrong12"})
+        self.assertEqual(code, 401)
+        code, body, _ = yield self.http(server, "POST", "/auth/login", {"uid": "alice", "password": "secret1"})
+        self.assertEqual(code, 200)
+        yield self.http(server, "POST", "/qid/QID_IM_GET_OFFLINE_MSG", {}, token=body["token"])
+        yield self.http(server, "POST", "/qid/QID_NO_SUCH_THING", {}, token=body["token"])
+        client = yield connect(reactor, *server.address("longconn"))
+        yield client.auth("alice", token=body["token"])
+        text = yield self.metrics(server)
+        self.assertIn('imd_sessions{channel="longconn"} 1.0', text)
+        self.assertIn('imd_connections_opened_total{channel="longconn"} 1.0', text)
+        self.assertIn('imd_connections_closed_total{channel="longconn"} 0.0', text)
+        self.assertIn('imd_logins_failed_total{path="password"} 1.0', text)
+        self.assertIn('imd_logins_total{path="password"} 1.0', text)
+        self.assertIn('imd_logins_total{path="token"} 1.0', text)
+        self.assertIn('imd_http_requests_total{route="/auth/login",status="401"} 1.0', text)
+        self.assertIn('imd_http_requests_total{route="/auth/login",status="200"} 1.0', text)
+        self.assertIn('imd_http_requests_total{route="/qid/<string:name>",status="200"} 1.0', text)
+        self.assertIn('imd_http_requests_total{route="/qid/<string:name>",status="404"} 1.0', text)
+        yield client.close()
+        text = yield self.metrics(server)
+        self.assertIn('imd_connections_closed_total{channel="longconn"} 1.0', text)
+        self.assertIn('imd_sessions{channel="longconn"} 0.0', text)
 
 
 class BodyCapTests(ServerTestMixin, SQLiteBackend, unittest.TestCase):
@@ -305,3 +356,22 @@ class UnreachableDatabaseTests(ServerTestMixin, unittest.TestCase):
         self.assertEqual(code, 500)
         self.assertEqual(body, {"type": "error", "code": "internal_error", "err": "internal server error"})
         self.flushLoggedErrors()
+
+
+class MetricsDocumentedTests(unittest.TestCase):
+    def test_every_metric_is_in_docs_http(self):
+        import os
+
+        from imd.metrics import Metrics
+        from tests.support import repo_root
+
+        metrics = Metrics(lambda: {})
+        metrics.serve("longconn")
+        with open(os.path.join(repo_root(), "docs", "http.rst"), encoding="utf-8") as f:
+            docs = f.read()
+        names = set()
+        for family in metrics.registry.collect():
+            suffix = "_total" if family.type == "counter" else ""
+            names.add(family.name + suffix)
+        self.assertIn("process_open_fds", names)
+        self.assertEqual(sorted(n for n in names if f"``{n}" not in docs), [])

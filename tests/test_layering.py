@@ -97,3 +97,23 @@ class LayeringTests(unittest.TestCase):
             [sys.executable, "-c", code], env=child_env(), cwd=repo_root(), capture_output=True, text=True, check=True
         ).stdout
         self.assertEqual(out.split(), [])
+
+
+class StandAloneDocsTests(unittest.TestCase):
+    """The repository's docs and code state their rules; they cite no document it lacks."""
+
+    def test_no_citation_of_a_missing_document(self):
+        root = repo_root()
+        paths = [os.path.join(root, "README.rst")]
+        for top in ("docs", "imd", "tests", "etc"):
+            for directory, _, names in os.walk(os.path.join(root, top)):
+                paths += [os.path.join(directory, name) for name in names if name.endswith((".py", ".rst", ".toml"))]
+        citing = []
+        for path in paths:
+            # imd/bench/ belongs to the benchmark's owner (issue 15, point 15).
+            if path == __file__ or os.path.join("imd", "bench", "") in path:
+                continue
+            with open(path, encoding="utf-8") as f:
+                if "PROTOCOL" + ".md" in f.read():
+                    citing.append(os.path.relpath(path, root))
+        self.assertEqual(citing, [])

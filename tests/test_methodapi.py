@@ -155,6 +155,24 @@ class MethodApiTestsMixin(LongConnTestMixin):
         self.assertEqual(reply["status"], "1111", reply)
         reply = yield self.call(server, "com.user.login", data)
         self.assertEqual((reply["status"], reply["code"]), ("0000", "bad_sms_code"))
+        # docs/methodapi.rst's flow: the code of the registration serves the
+        # login that follows it, once.
+        reply = yield self.call(server, "com.user.login", dict(data, sms_code=codes[-1]))
+        self.assertEqual(reply["status"], "1111", reply)
+        reply = yield self.call(server, "com.user.login", dict(data, sms_code=codes[-1]))
+        self.assertEqual((reply["status"], reply["code"]), ("0000", "bad_sms_code"))
+
+    @inlineCallbacks
+    def test_sms_code_ignored_when_not_required(self):
+        # A seed-004 client sends sms_code because the seed marks it mandatory.
+        server = self.start_server(sms={"required": False})
+        data = {"telephone": "13800000003", "password": "123456", "sms_code": "000000"}
+        reply = yield self.call(server, "com.user.register", data)
+        self.assertEqual(reply["status"], "1111", reply)
+        reply = yield self.call(server, "com.user.login", data)
+        self.assertEqual(reply["status"], "1111", reply)
+        reply = yield self.call(server, "com.user.login", dict(data, password="654321"))
+        self.assertEqual((reply["status"], reply["code"]), ("0000", "bad_credentials"))
 
     @inlineCallbacks
     def test_refused_requests_write_nothing(self):

@@ -21,3 +21,21 @@ class PackagingTests(unittest.TestCase):
                     continue
                 found.add(os.path.relpath(directory, ROOT).replace(os.sep, "."))
         self.assertEqual(found - listed, set())
+
+
+class ServiceUnitTests(unittest.TestCase):
+    def test_systemd_unit_runs_twistd_in_the_foreground_without_pidfile(self):
+        """etc/imd.service, as docs/operations.rst describes it."""
+        unit = configparser.ConfigParser(strict=True, interpolation=None)
+        unit.optionxform = str
+        unit.read(os.path.join(ROOT, "etc", "imd.service"))
+        self.assertEqual(unit.sections(), ["Unit", "Service", "Install"])
+        service = unit["Service"]
+        start = service["ExecStart"].split()
+        self.assertTrue(start[0].endswith("/twistd"), start)
+        # twistd's options come before the plugin's name, imd's after it.
+        self.assertEqual(start[1:5], ["-n", "--pidfile=", "imd", "--config"])
+        self.assertEqual(service["WorkingDirectory"], "/var/lib/" + service["StateDirectory"])
+        self.assertIn(service["WorkingDirectory"], service["ReadWritePaths"])
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertGreaterEqual(int(service["LimitNOFILE"]), 65536)

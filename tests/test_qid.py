@@ -126,6 +126,49 @@ class QidTestsMixin(LongConnTestMixin):
         yield self.qid(server, token, "QID_IM_RECIVE_OFFLINE_MSG", {"time": "yesterday"}, expect=400)
 
     @inlineCallbacks
+    def test_offline_cursor_by_time_clears_what_was_shown_and_nothing_else(self):
+        """
+        The seed's flow, literally: fetch, then acknowledge with the newest
+        row's ``time`` (whole seconds).  Two rows share that second; the
+        fetch showed one.  The shown one goes, the other stays.
+        """
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        yield server.accounts.register("bob", "secret1")
+        token = yield self.login(server, "bob", "secret1")
+
+        class Clock:
+            now = 1795325510.9
+
+            def seconds(self):
+                return self.now
+
+        clock = server.messages._clock = Clock()
+        yield alice.send_message("bob", "zero", msgid="m0")          # the second before
+        clock.now = 1795325511.1
+        yield alice.send_message("bob", "one", msgid="m1")
+        shown = rows((yield self.qid(server, token, "QID_IM_GET_OFFLINE_MSG")))
+        self.assertEqual([r["msgid"] for r in shown], ["m0", "m1"])
+        clock.now = 1795325511.7
+        yield alice.send_message("bob", "two", msgid="m2")          # same second as m1, not shown
+        self.assertEqual(shown[-1]["time"], format_time(1795325511700))
+        yield self.qid(server, token, "QID_IM_RECIVE_OFFLINE_MSG", {"time": shown[-1]["time"]})
+        left = rows((yield self.qid(server, token, "QID_IM_GET_OFFLINE_MSG")))
+        self.assertEqual([r["msgid"] for r in left], ["m2"])
+        # That fetch showed m2: the same time now clears it too.
+        yield self.qid(server, token, "QID_IM_RECIVE_OFFLINE_MSG", {"time": left[-1]["time"]})
+        self.assertEqual((yield self.qid(server, token, "QID_IM_GET_OFFLINE_MSG"))["result"], [])
+        # A client that never fetched (it had them pushed) still clears what
+        # was stored before the second it names, and nothing of that second.
+        clock.now = 1795325520.2
+        yield alice.send_message("bob", "three", msgid="m3")
+        clock.now = 1795325521.5
+        yield alice.send_message("bob", "four", msgid="m4")
+        yield self.qid(server, token, "QID_IM_RECIVE_OFFLINE_MSG", {"time": format_time(1795325521500)})
+        left = rows((yield self.qid(server, token, "QID_IM_GET_OFFLINE_MSG")))
+        self.assertEqual([r["msgid"] for r in left], ["m4"])
+
+    @inlineCallbacks
     def test_history(self):
         server, alice, bob = yield self.setup_pair()
         yield alice.send_message("bob", "hi bob", msgid="m1")

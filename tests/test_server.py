@@ -15,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
+import imd
 from imd.store.migrate import current_revision, head_revision
 from tests.processes import TWISTD, ProcessTestMixin, free_ports, listener_env
 from tests.support import PostgresBackend, child_env
@@ -29,6 +30,17 @@ class PluginTests(ProcessTestMixin, unittest.TestCase):
         )
         self.assertEqual(code, 0, out + err)
         self.assertIn(b"--config", out)
+        # An installed imd has no etc/: the help names what it does have.
+        self.assertNotIn(b"etc/imd.toml", out)
+        self.assertIn(b"python -m imd config defaults", out)
+
+    @inlineCallbacks
+    def test_version(self):
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ("-c", TWISTD, "imd", "--version"),
+            env=child_env(), path=self.empty_dir(), reactor=reactor,
+        )
+        self.assertEqual((code, out), (0, f"imd {imd.__version__}\n".encode()), err)
 
     @inlineCallbacks
     def test_starts_without_config(self):
@@ -93,6 +105,7 @@ class DurabilityMixin(ProcessTestMixin):
     def test_token_survives_sigkill(self):
         cwd = self.empty_dir()
         env = child_env(**self.database_env())
+        yield self.cli(cwd, env, "db", "upgrade")
         yield self.cli(cwd, env, "user", "add", "alice", "--password", "secret1")
 
         child, base, _ = yield self.start_imd(cwd, env)

@@ -149,7 +149,7 @@ STATUS = {"not_found": 404, "method_not_allowed": 405, "internal_error": 500}
 
 
 def imd_json(code, message):
-    """PROTOCOL.md's form: (status, body, content type)."""
+    """imd's JSON error form: (status, body, content type)."""
     return STATUS[code], {"type": "error", "code": code, "err": message}, JSON
 
 

@@ -396,6 +396,7 @@ class SeedFlowsMixin(ProcessTestMixin):
         self.addCleanup(lambda: receiver.port.stopListening() if receiver.port.connected else None)
         cwd = self.empty_dir()
         env = child_env(IMD_WEBHOOKS_URL=receiver.url, IMD_WEBHOOKS_POLL_MS="50", **self.database_env())
+        yield self.cli(cwd, env, "db", "upgrade")
         out = yield self.cli(cwd, env, "app", "add", "shop")
         key, secret = (line.split(": ")[1] for line in out.splitlines()[:2])
         receiver.secret = secret

@@ -71,14 +71,15 @@ class ChatTestsMixin(XmppTestMixin):
         # Created the way an administrator does it, before the server runs.
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
-        out, err, code = yield getProcessOutputAndValue(
-            sys.executable,
-            ("-m", "imd", "user", "add", "rose", "--password", "secret1"),
-            env=child_env(IMD_DATABASE_URL=url),
-            path=cwd,
-            reactor=reactor,
-        )
-        self.assertEqual(code, 0, err)
+        for args in (("db", "upgrade"), ("user", "add", "rose", "--password", "secret1")):
+            out, err, code = yield getProcessOutputAndValue(
+                sys.executable,
+                ("-m", "imd", *args),
+                env=child_env(IMD_DATABASE_URL=url),
+                path=cwd,
+                reactor=reactor,
+            )
+            self.assertEqual(code, 0, err)
         server = self.start_server()
         jack = yield self.user(server, "jack")
         rose_lc = yield self.user(server, "rose", register=False, res="phone")

@@ -179,7 +179,12 @@ class AccountService:
         """
         Seed 004's registration: the user id is made up (32 hex digits, as
         the seed's examples show) and the telephone proves itself with an
-        SMS code when C{[sms] required}.
+        SMS code when C{[sms] required}; otherwise a code is ignored, since
+        seed-004 clients send one whatever the server's setting.
+
+        The code is checked but not used up: the seed's flow is register,
+        then log in with the same telephone, password and code, so the code
+        serves that one login too (within its lifetime and attempts).
         """
         check_telephone(telephone)
         check_password(password)
@@ -188,8 +193,8 @@ class AccountService:
         existing = yield self._users.get_by_telephone(telephone)
         if existing is not None:
             raise Conflict(f"telephone {telephone} is already registered")
-        if self._sms.required or sms_code is not None:
-            yield self.verify_sms_code(telephone, sms_code)
+        if self._sms.required:
+            yield self.verify_sms_code(telephone, sms_code, use_up=False)
         user = yield self.register(uuid.uuid4().hex.upper(), password, telephone=telephone)
         returnValue(user)
 
@@ -203,9 +208,9 @@ class AccountService:
         try:
             result = yield attempt()
         except Unauthenticated:
-            yield self.login_failed(account, address)
+            yield self.login_failed(account, address, path)
             raise
-        yield self.login_succeeded(account, address)
+        yield self.login_succeeded(account, address, path)
         return result
 
     # The steps of L{guarded}, for a login of several round trips (SCRAM).
@@ -214,11 +219,11 @@ class AccountService:
         """Fails with RateLimited while C{address} must wait to try C{account}."""
         return succeed(None) if self._guard is None else self._guard.check(account, address, path)
 
-    def login_failed(self, account: str, address: str | None) -> Deferred:
-        return succeed(None) if self._guard is None else self._guard.failed(account, address)
+    def login_failed(self, account: str, address: str | None, path: str = "login") -> Deferred:
+        return succeed(None) if self._guard is None else self._guard.failed(account, address, path)
 
-    def login_succeeded(self, account: str, address: str | None) -> Deferred:
-        return succeed(None) if self._guard is None else self._guard.succeeded(account, address)
+    def login_succeeded(self, account: str, address: str | None, path: str = "login") -> Deferred:
+        return succeed(None) if self._guard is None else self._guard.succeeded(account, address, path)
 
     def login(self, uid: Any, password: Any, address: str | None = None):
         """Log in by user id and password; a new token."""
@@ -266,7 +271,9 @@ class AccountService:
         """
         Log in by telephone.  With C{[sms] required} the code must match;
         a password, when given, must match too.  Without a password the
-        code alone logs in (and then is always required).
+        code alone logs in (and then is always required).  With a password
+        and SMS not required, a code is ignored: seed-004 clients send one
+        whatever the server's setting.
         """
         account = f"tel:{telephone}" if isinstance(telephone, str) else "tel:"
         return self.guarded(account, address, lambda: self._login_by_telephone(telephone, password, sms_code), "telephone")
@@ -283,7 +290,7 @@ class AccountService:
             ok = yield self.hasher.verify(user.password_hash if user else None, str(password))
             if not ok:
                 raise BadCredentials("wrong telephone, password or SMS code")
-        if sms_code is not None or password is None or self._sms.required:
+        if password is None or self._sms.required:
             yield self.verify_sms_code(telephone, sms_code)
         if user is None or user.disabled:
             raise BadCredentials("wrong telephone, password or SMS code")
@@ -374,8 +381,8 @@ class AccountService:
             raise
 
     @inlineCallbacks
-    def verify_sms_code(self, telephone: str, code: Any):
-        """Check (and use up) the code sent to C{telephone}."""
+    def verify_sms_code(self, telephone: str, code: Any, use_up: bool = True):
+        """Check (and, unless told not to, use up) the code sent to C{telephone}."""
         if isinstance(code, int) and not isinstance(code, bool):
             code = f"{code:06d}"
         if not isinstance(code, str) or not code:
@@ -388,7 +395,8 @@ class AccountService:
             or not secrets.compare_digest(stored.code_hash, token_hash(code))
         ):
             raise BadSmsCode()
-        yield self._codes.delete(telephone)
+        if use_up:
+            yield self._codes.delete(telephone)
 
     @inlineCallbacks
     def register_with_token(self, uid: str, token: Any = None, name: Any = ""):

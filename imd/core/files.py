@@ -187,6 +187,7 @@ class FileService:
         self.max_size = config.max_size
         self.max_chunk = config.max_chunk
         self.quota = config.quota
+        self.unfinished_ttl = config.unfinished_ttl
         self._clock = clock
         # Uploads of one name run one at a time in this process, so two
         # chunks never write one part file together.  (Instances sharing a
@@ -370,6 +371,38 @@ class FileService:
             raise
         returnValue(row)
 
+    # -- purging
+
+    @inlineCallbacks
+    def purge_unfinished(self, batch: int = 500):
+        """
+        Delete uploads that no chunk has advanced for C{files.unfinished_ttl}
+        seconds, their bytes and the quota they held: fire with how many.
+        A chunk that arrives meanwhile wins (the row is deleted only if
+        still untouched), and one that arrives after is told to resume at 0.
+        """
+        if not self.unfinished_ttl:
+            returnValue(0)
+        before = self._now() - self.unfinished_ttl * 1000
+        purged = 0
+        while True:
+            rows = yield self._files.stale_unfinished(before, batch)
+            for row in rows:
+                deleted = yield self._locked(row.name, self._purge_one, row, before)
+                purged += deleted
+            if len(rows) < batch:
+                break
+        returnValue(purged)
+
+    @inlineCallbacks
+    def _purge_one(self, row: FileRow, before: int):
+        deleted = yield self._files.delete_stale(row.id, before)
+        if deleted:
+            yield self.storage.delete(row.id)
+            log.info("purged the unfinished upload {name} of {uid} ({stored} of {size} bytes)",
+                     name=row.name, uid=row.owner, stored=row.stored, size=row.size)
+        returnValue(int(deleted))
+
     # -- reading
 
     @inlineCallbacks
@@ -389,17 +422,20 @@ class FileService:
         file C{name} from C{offset}: fire with (row, producer).  With
         C{references}, C{name} may also be a C{/file/<name>} reference.
         """
-        name = name_of(name) if references else check_name(name)
         start = count("offset", offset, default=0)
         # A block-size past the end reads to the end; it is a window, not a promise.
         block = count("block-size", block_size, default=-1)
-        row = yield self.readable(name)
+        row = yield self.find(name, references)
         if start > row.size:
             raise InvalidField(f"offset {start} is past the end of {name} ({row.size} bytes)")
         rest = row.size - start
         length = rest if block < 0 else min(block, rest)
         producer = yield self.open(row, start, length)
         returnValue((row, producer))
+
+    def find(self, name: Any, references: bool = False) -> "Deferred[FileRow]":
+        """The complete file C{name}; with C{references}, C{/file/<name>} names it too."""
+        return self.readable(name_of(name) if references else check_name(name))
 
     @inlineCallbacks
     def by_file_id(self, file_id: Any):

@@ -62,7 +62,9 @@ class LoginGuard:
             raise RateLimited(f"too many failed logins; try again in {math.ceil(wait)} s")
 
     @inlineCallbacks
-    def failed(self, account: str, address: str | None):
+    def failed(self, account: str, address: str | None, path: str = "login"):
+        if self._metrics is not None:
+            self._metrics.logins_failed.labels(path).inc()
         limits = self._limits
         window = limits.login_window
         acct, pair, source = self._keys(account, address)
@@ -73,8 +75,10 @@ class LoginGuard:
             if n >= limit:
                 yield self._counters.lock(f"lock:{key}", min(window, 2 ** (n - limit)))
 
-    def succeeded(self, account: str, address: str | None):
+    def succeeded(self, account: str, address: str | None, path: str = "login"):
         """The right password: this address starts afresh on this account."""
+        if self._metrics is not None:
+            self._metrics.logins.labels(path).inc()
         _, pair, _ = self._keys(account, address)
         if pair is None:
             return succeed(None)

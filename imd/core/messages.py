@@ -216,8 +216,13 @@ class MessageService:
         counts = yield self._messages.unread(uid, peers)
         returnValue({peer: counts.get(peer, 0) for peer in peers})
 
-    def received_until(self, uid: str, until_ms: int):
-        return self._messages.mark_received_until(uid, until_ms)
+    def received_until(self, uid: str, until_ms: int, shown_before: int | None = None):
+        """
+        C{uid}'s client has its offline messages stored at or before
+        C{until_ms}; with C{shown_before}, those stored before it too, when
+        the last offline fetch showed them (and only then).
+        """
+        return self._messages.mark_received_until(uid, until_ms, shown_before)
 
     def history(self, uid: str, peer: Any, limit: int = 500):
         """The conversation of C{uid} with C{peer} over the last C{history_days}."""

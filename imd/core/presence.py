@@ -45,7 +45,8 @@ class PresenceService:
     def online(self, session: Any, show: Any = "online"):
         """
         C{session} announces itself: its friends hear of it, and it gets
-        one "ack" per online session of each friend (PROTOCOL.md).
+        one "ack" per online session of each friend, so it learns who is
+        online without a query.
         """
         self._hub.set_show(session, check_show(show))
         friends = yield self._roster.friend_ids(session.uid)

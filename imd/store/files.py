@@ -193,6 +193,33 @@ class FileStore:
 
         return self._db.run("files.delete", thd)
 
+    def stale_unfinished(self, before: int, limit: int = 500) -> "Deferred[list[FileRow]]":
+        """Unfinished uploads that no chunk has advanced since C{before} (ms), oldest first."""
+        f = s.files.c
+
+        def thd(conn: Connection) -> list[FileRow]:
+            rows = conn.execute(
+                select(*_COLUMNS)
+                .where(f.complete.is_(False), f.updated_at < before)
+                .order_by(f.updated_at)
+                .limit(limit)
+            )
+            return [_row(row) for row in rows]
+
+        return self._db.run("files.stale_unfinished", thd)
+
+    def delete_stale(self, id: str, before: int) -> "Deferred[bool]":
+        """Delete the unfinished upload C{id} if it is still unfinished and untouched since C{before}."""
+        f = s.files.c
+
+        def thd(conn: Connection) -> bool:
+            deleted = conn.execute(
+                s.files.delete().where(f.id == id, f.complete.is_(False), f.updated_at < before)
+            )
+            return deleted.rowcount == 1
+
+        return self._db.run("files.delete_stale", thd)
+
     def usage(self, owner: str) -> "Deferred[int]":
         """Bytes C{owner}'s files declare, complete or not: what counts against the quota."""
 

@@ -202,9 +202,24 @@ class MessageStore:
         return self._direct.submit(Ack(uid, msgid, sender))
 
     def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
-        """C{uid}'s unacknowledged 1:1 messages, oldest first."""
-        d = self.offline_page(uid, 0, limit)
-        return d.addCallback(lambda page: [message for _, message in page])
+        """
+        C{uid}'s unacknowledged 1:1 messages, oldest first; the inbox
+        sequence of the last one is remembered as shown to C{uid}
+        (L{mark_received_until}).
+        """
+        i, u = s.inbox.c, s.users.c
+
+        def thd(conn: Connection) -> list[Message]:
+            page = _offline_page(conn, uid, 0, limit)
+            if page:
+                last = page[-1][0]
+                # Never backwards: of two fetches racing, both showed what they showed.
+                conn.execute(
+                    update(s.users).where(u.uid == uid, u.offline_shown_seq < last).values(offline_shown_seq=last)
+                )
+            return [message for _, message in page]
+
+        return self._db.run("messages.offline", thd)
 
     def offline_page(self, uid: str, after_seq: int, limit: int = 500) -> "Deferred[list[tuple[int, Message]]]":
         """
@@ -212,29 +227,26 @@ class MessageStore:
         oldest first, each with its inbox sequence: the next page starts
         after the last one, whether or not this page is acknowledged.
         """
-        i = s.inbox.c
+        return self._db.run("messages.offline_page", lambda conn: _offline_page(conn, uid, after_seq, limit))
 
-        def thd(conn: Connection) -> list[tuple[int, Message]]:
-            rows = conn.execute(
-                select(i.seq, *_COLUMNS)
-                .join(s.inbox, i.message_id == m.id)
-                .where(i.uid == uid, i.received.is_(False), i.seq > after_seq)
-                .order_by(i.seq)
-                .limit(limit)
-            )
-            return [(row.seq, _message(row)) for row in rows]
-
-        return self._db.run("messages.offline", thd)
-
-    def mark_received_until(self, uid: str, until: int) -> "Deferred[int]":
-        """Acknowledge every offline message of C{uid} stored at or before C{until} (ms)."""
+    def mark_received_until(self, uid: str, until: int, shown_before: int | None = None) -> "Deferred[int]":
+        """
+        Acknowledge every offline message of C{uid} stored at or before
+        C{until} (ms); with C{shown_before}, also those stored before it
+        that the last offline fetch showed (L{offline}).
+        """
+        i, u = s.inbox.c, s.users.c
 
         def thd(conn: Connection) -> int:
-            ids = select(m.id).where(m.to_uid == uid, m.created_at <= until)
+            stored = m.created_at <= until
+            if shown_before is not None:
+                shown = select(u.offline_shown_seq).where(u.uid == uid).scalar_subquery()
+                stored = or_(stored, and_(m.created_at < shown_before, i.seq <= shown))
+            ids = select(m.id).join(s.inbox, i.message_id == m.id).where(i.uid == uid, m.to_uid == uid, stored)
             return conn.execute(
                 update(s.inbox)
-                .where(s.inbox.c.uid == uid, s.inbox.c.received.is_(False))
-                .where(s.inbox.c.message_id.in_(ids))
+                .where(i.uid == uid, i.received.is_(False))
+                .where(i.message_id.in_(ids))
                 .values(received=True)
             ).rowcount
 
@@ -418,3 +430,15 @@ class MessageStore:
             return {sender: count for sender, count in rows}
 
         return self._db.run("messages.unread", thd)
+
+
+def _offline_page(conn: Connection, uid: str, after_seq: int, limit: int) -> list[tuple[int, Message]]:
+    i = s.inbox.c
+    rows = conn.execute(
+        select(i.seq, *_COLUMNS)
+        .join(s.inbox, i.message_id == m.id)
+        .where(i.uid == uid, i.received.is_(False), i.seq > after_seq)
+        .order_by(i.seq)
+        .limit(limit)
+    )
+    return [(row.seq, _message(row)) for row in rows]

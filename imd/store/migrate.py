@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +11,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from imd.store.database import create_imd_engine
+from imd.store.database import create_imd_engine, normalize_url
 
 
 def script_location() -> str:
@@ -39,8 +40,29 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
+def describe(url: str) -> str:
+    """C{url} as an administrator should read it: no password, a SQLite file by its absolute path."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return f"sqlite:///{os.path.abspath(parsed.database)}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def exists(url: str) -> bool:
+    """
+    Whether the database at C{url} is there; for a SQLite file, asked
+    without opening it, which would create it.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return os.path.isfile(parsed.database)
+    return True
+
+
 def current_revision(url: str) -> str | None:
-    """The revision the database at C{url} is at (None: not migrated). Blocking."""
+    """The revision the database at C{url} is at (None: not migrated or absent). Blocking."""
+    if not exists(url):
+        return None
     engine = create_imd_engine(url, pool_size=1)
     try:
         with engine.connect() as conn:

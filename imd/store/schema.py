@@ -56,6 +56,9 @@ users = Table(
     # UPDATE serialises writers per recipient, so sequence order is commit
     # order and a cursor never skips a late commit.
     Column("inbox_seq", BigInteger, nullable=False, server_default="0"),
+    # The last inbox row an offline fetch showed: a time cursor of whole
+    # seconds acknowledges rows of its second only up to here.
+    Column("offline_shown_seq", BigInteger, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )

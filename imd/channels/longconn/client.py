@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_longconn -*-
 """
-A client of imd's long connection (seed 001 over PROTOCOL.md framing),
+A client of imd's long connection (seed 001 over imd's uint32 framing),
 for applications, tests and the benchmark tool.
 
     client = yield connect(reactor, "127.0.0.1", 8283)

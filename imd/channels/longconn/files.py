@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_files,tests.test_web -*-
 """
-The file server on the HTTP listener (PROTOCOL.md "Files").
+The file server on the HTTP listener (docs/files.rst).
 
 Seed 001: ``/file/upload`` (base64 chunks, resumable by offset),
 ``/file/download`` and ``/file/download/head`` (ranges by ``offset`` and
@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from twisted.internet.defer import CancelledError, inlineCallbacks, returnValue
 from twisted.logger import Logger
 
-from imd.channels.shared import signing
+from imd.channels.shared import ranges, signing
 from imd.channels.shared.jsonobj import parse_object
 from imd.core.files import FileTooLarge, OffsetMismatch
 from imd.errors import IMError, InvalidField, Unauthenticated
@@ -375,9 +375,35 @@ def make_app(server: "Server") -> Family:
         returnValue((uid, params, parts))
 
     @inlineCallbacks
-    def stream(request, producer, content_type: bytes, total: int):
-        """Send a producer's bytes as a 200 with the seed's headers."""
-        request.setResponseCode(200)
+    def serve(request, row, content_type: bytes):
+        """
+        The complete file C{row}: the whole (200), or the one byte range a
+        C{Range} header asks for (206), or 416 for a range past its end.
+        """
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        etag = f'"{row.md5}"'.encode("ascii") if row.md5 else None
+        if etag:
+            request.setHeader(b"ETag", etag)
+        # A client resuming with If-Range gets the range only if the file is
+        # the one it has the start of; the MD5 names its bytes.
+        if_range = request.getHeader(b"if-range")
+        wanted = request.getHeader(b"range") if if_range is None or if_range == etag else None
+        try:
+            window = ranges.parse(wanted, row.size)
+        except ranges.Unsatisfiable:
+            request.setHeader(b"Content-Range", ranges.unsatisfied_range(row.size))
+            returnValue(_plain(request, f"range not satisfiable: {row.name} has {row.size} bytes", 416))
+        code, (start, length) = (200, (0, row.size)) if window is None else (206, window)
+        if code == 206:
+            request.setHeader(b"Content-Range", ranges.content_range(start, length, row.size))
+        producer = yield server.files.open(row, start, length)
+        result = yield stream(request, producer, content_type, row.size, code)
+        returnValue(result)
+
+    @inlineCallbacks
+    def stream(request, producer, content_type: bytes, total: int, code: int = 200):
+        """Send a producer's bytes with the seed's headers."""
+        request.setResponseCode(code)
         request.setHeader(b"Content-Type", content_type)
         request.setHeader(b"Content-Length", str(producer.length).encode("ascii"))
         request.setHeader(b"FI", str(total).encode("ascii"))
@@ -419,6 +445,11 @@ def make_app(server: "Server") -> Family:
         @inlineCallbacks
         def download(request):
             _uid, params, _parts = yield signed(request, query_limit)
+            if params.get("offset") is None and params.get("block-size") is None:
+                # No window of the seed's: HTTP's own Range header may ask for one.
+                row = yield server.files.find(params.get("filename"), references)
+                result = yield serve(request, row, SEED001_CONTENT_TYPE)
+                returnValue(result)
             row, producer = yield server.files.download(
                 params.get("filename"), params.get("offset"), params.get("block-size"), references
             )
@@ -469,8 +500,7 @@ def make_app(server: "Server") -> Family:
         params, _parts = read_params(request, query_limit)
         yield seed002_user(request, params)
         row = yield server.files.by_file_id(params.get("fileId"))
-        producer = yield server.files.open(row)
-        result = yield stream(request, producer, row.content_type.encode("ascii"), row.size)
+        result = yield serve(request, row, row.content_type.encode("ascii"))
         returnValue(result)
 
     # Seed 002 writes these under http://ip:port/projectName/upload/…: the

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_longconn_framing -*-
 """
-Long-connection frames (PROTOCOL.md): ``uint32 length`` (4 + body bytes),
-``uint32 msgtype``, then a UTF-8 JSON object.  Shared by the server channel
-and the client library.
+Long-connection frames, imd's framing of seed 001 (docs/longconn.rst):
+``uint32 length`` (4 + body bytes), ``uint32 msgtype``, then a UTF-8 JSON
+object.  Shared by the server channel and the client library.
 """
 
 from __future__ import annotations

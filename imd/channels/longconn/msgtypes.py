@@ -1,4 +1,4 @@
-"""MsgType numbers of seed 001 and the additions of PROTOCOL.md."""
+"""MsgType numbers of seed 001 and imd's additions (docs/longconn.rst, MsgTypes)."""
 
 IM_AUTH = 65537
 IM_PING = 65538

@@ -2,7 +2,7 @@
 """
 Seed 001's short connection: ``POST /qid/<QID>`` with a JSON body and a
 bearer token, answered in the seed's ``text`` / ``table`` / ``list`` forms
-(PROTOCOL.md).  Every handler acts as the token's user; the core services
+(docs/qid.rst).  Every handler acts as the token's user; the core services
 decide what that user may see.
 """
 
@@ -19,7 +19,7 @@ from imd.core.messages import message_data
 from imd.errors import Forbidden, NotFound
 from imd.channels.shared.httpjson import bearer_token, read_json, write_error, write_json
 from imd.channels.shared.web import Family
-from imd.channels.longconn.wiretime import cursor_time
+from imd.channels.longconn.wiretime import cursor_span, cursor_time
 
 if TYPE_CHECKING:
     from imd.server import Server
@@ -129,7 +129,7 @@ def offline(server, uid, token, body):
 
 @qid("QID_IM_RECIVE_OFFLINE_MSG")
 def offline_received(server, uid, token, body):
-    yield server.messages.received_until(uid, cursor_time(body))
+    yield server.messages.received_until(uid, *cursor_span(body))
     return text("1")
 
 
@@ -213,6 +213,13 @@ def set_user_info(server, uid, token, body):
         raise Forbidden("you can only change your own profile")
     yield server.profiles.set(uid, body)
     return text("1")
+
+
+@qid("QID_IM_FIND_USER")
+def find_user(server, uid, token, body):
+    """imd's extension: who has exactly this user id or telephone (docs/qid.rst)."""
+    cards = yield server.lookup.find(uid, body.get("q"))
+    return table([{"uid": c.uid, "name": c.name, "avatar": c.avatar} for c in cards])
 
 
 def make_app(server: "Server") -> Family:

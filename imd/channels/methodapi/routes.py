@@ -141,6 +141,13 @@ def get_friends(server, uid, data, address):
     return serialize.friends(friends)
 
 
+@method("com.user.findUser")
+def find_user(server, uid, data, address):
+    """imd's extension: who has exactly this user id or telephone (docs/methodapi.rst)."""
+    cards = yield server.lookup.find(uid, data.get("keyword"))
+    return serialize.cards(cards)
+
+
 @method("com.user.getGroups")
 def get_groups(server, uid, data, address):
     result = {}

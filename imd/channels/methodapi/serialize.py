@@ -41,6 +41,11 @@ def friends(rows) -> list[dict[str, Any]]:
     return [{"friend_id": f.fid, "friend_name": f.remark or f.name or f.fid} for f in rows]
 
 
+def cards(found) -> list[dict[str, Any]]:
+    """L{imd.core.lookup.Card}s for ``com.user.findUser``."""
+    return [{"user_id": c.uid, "name": c.name, "avatar": c.avatar} for c in found]
+
+
 def group_members(group, members) -> list[dict[str, Any]]:
     """One group's entry of ``com.user.getGroups``: a row per member."""
     return [

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_http,tests.test_web -*-
 """
 imd's own JSON API as one HTTP family: ``/auth/…``, ``/healthz`` and
-``/metrics``, answering errors in PROTOCOL.md's JSON form.  It is also the
-server's fallback, so a path no API claims gets that JSON 404.
+``/metrics``, answering errors in imd's JSON form (``{"type": "error",
+"code", "err"}``).  It is also the server's fallback, so a path no API
+claims gets that JSON 404.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 # -*- test-case-name: tests.test_http -*-
-"""``/auth/…``: log in (PROTOCOL.md), ask for an SMS code, log out, who am I."""
+"""
+``/auth/…``: log in (a user id and password, for a token every channel
+accepts), ask for an SMS code, log out, who am I.
+"""
 
 from __future__ import annotations
 

@@ -312,7 +312,7 @@ def make_app(server: "Server") -> Family:
         try:
             yield guard.check(header)
         except (BadSignature, UnknownApp):
-            yield server.accounts.login_failed("serverapi", address)
+            yield server.accounts.login_failed("serverapi", address, "serverapi")
             raise
         reply = yield handler(server, form)
         return write_json(request, reply)

@@ -116,6 +116,7 @@ class FramedProtocol(Protocol):
         except (AttributeError, OSError):
             pass  # not TCP
         self.factory.idle.add(self)
+        self.server.metrics.connections_opened.labels(self.session_class.channel).inc()
         timeout = self.server.config.limits.auth_timeout
         self._auth_deadline = self.server.reactor.callLater(timeout, self._auth_expired, timeout)
 
@@ -346,6 +347,7 @@ class FramedProtocol(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self._no_longer_waiting()
         self.factory.idle.discard(self)
+        self.server.metrics.connections_closed.labels(self.session_class.channel).inc()
         self._closing = True
         self._queue.clear()
         if self.session is not None:

@@ -20,7 +20,7 @@ def write_json(request: IRequest, obj: Any, code: int = 200) -> bytes:
 
 
 def error_body(code: str, message: str) -> dict:
-    """PROTOCOL.md's error form."""
+    """imd's JSON error form: C{type} tells a client it got an error, C{code} what kind."""
     return {"type": "error", "code": code, "err": message}
 
 

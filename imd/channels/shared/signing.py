@@ -3,7 +3,7 @@
 The MD5 request signature the seeds share.
 
 Seed 004's method API signs its ``data`` and seed 001's file server signs
-its parameters the same way (PROTOCOL.md): the parameters sorted by key,
+its parameters the same way: the parameters sorted by key,
 ascending, written as ``k=v`` pairs joined by ``&``, hashed with MD5 and
 written as upper-case hex.  The method API appends ``&time=<_t>`` after
 the sorted pairs; the file server signs without a time.
@@ -61,7 +61,7 @@ def sign(params: Mapping[str, Any], time: str | None = None) -> str:
 def matches(signature: Any, params: Mapping[str, Any], time: str | None = None) -> bool:
     """
     Whether C{signature} is L{sign}'s answer, compared case-insensitively
-    (PROTOCOL.md) and in constant time.
+    (the seeds print upper case, clients send either) and in constant time.
     """
     if not isinstance(signature, str):
         return False

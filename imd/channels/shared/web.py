@@ -81,6 +81,19 @@ class Family:
         """Whether one of the family's routes takes C{path}, with any method."""
         return bool(self.app.url_map.bind("localhost").allowed_methods(path))
 
+    def route_of(self, path: str, method: bytes) -> str:
+        """
+        The pattern of the route that takes C{method} C{path} (a bounded
+        metrics label, unlike the path), or C{<family>:unmatched}.
+        """
+        try:
+            rule, _ = self.app.url_map.bind("localhost").match(
+                path, method=method.decode("ascii", "replace"), return_rule=True
+            )
+        except HTTPException:
+            return f"{self.name}:unmatched"
+        return rule.rule
+
     def _typed(self, request: IRequest, failure: Failure) -> bytes:
         return self.answer(request, failure.value)
 
@@ -138,10 +151,16 @@ class Root(Resource):
 
     isLeaf = True
 
-    def __init__(self, families: Sequence[Family], fallback: Family) -> None:
+    def __init__(self, families: Sequence[Family], fallback: Family, requests: Any = None) -> None:
         super().__init__()
         self._families = list(families)
         self._fallback = fallback
+        # A counter labelled (route, status), or None.
+        self._requests = requests
+
+    def _count(self, route: str, request: Any) -> None:
+        if self._requests is not None:
+            self._requests.labels(route, str(request.code)).inc()
 
     def family_for(self, path: str) -> Family:
         for family in self._families:
@@ -176,6 +195,7 @@ class Root(Resource):
             family = self._fallback
         unfinished = _Unfinished(method, raw_path)
         body = family.answer(unfinished, error)
+        self._count(f"{family.name}:refused", unfinished)
         return unfinished.code, unfinished.headers, body
 
     def render(self, request: IRequest):
@@ -183,5 +203,12 @@ class Root(Resource):
             path = unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             # Klein would answer this with an HTML error of its own.
-            return self._fallback.answer(request, BadRequest("the path is not UTF-8"))
-        return self.family_for(path).resource.render(request)
+            body = self._fallback.answer(request, BadRequest("the path is not UTF-8"))
+            self._count(f"{self._fallback.name}:unmatched", request)
+            return body
+        family = self.family_for(path)
+        if self._requests is not None:
+            route = family.route_of(path, request.method)
+            # Counted when the answer is complete, with its final status.
+            request.notifyFinish().addBoth(lambda _: self._count(route, request))
+        return family.resource.render(request)

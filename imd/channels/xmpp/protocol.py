@@ -36,6 +36,7 @@ from imd.channels.xmpp.stanzas import (
     NS_RETRACT,
     NS_ROSTER,
     NS_SASL,
+    NS_SEARCH,
     NS_SESSION,
     NS_SM,
     NS_STANZA_ERRORS,
@@ -60,7 +61,7 @@ log = Logger()
 MAX_SASL_FAILURES = 3
 MAX_RESOURCE = 64
 # Features this server answers disco#info with.
-FEATURES = (NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_MARKERS, NS_RETRACT, NS_SM, NS_CARBONS, NS_TLIM)
+FEATURES = (NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_MARKERS, NS_RETRACT, NS_SM, NS_CARBONS, NS_TLIM, NS_SEARCH)
 STANZAS = ("message", "presence", "iq")
 # Core errors as stanza error conditions.
 CONDITIONS = (
@@ -69,6 +70,7 @@ CONDITIONS = (
     (Conflict, "conflict"),
     (Unauthenticated, "not-authorized"),
     (InvalidField, "bad-request"),
+    (RateLimited, "policy-violation"),
 )
 
 
@@ -325,9 +327,9 @@ class XmppProtocol(FramedProtocol):
             final = exchange.final(sasl.decode64(str(el)))
         except sasl.SaslFailure as e:
             if e.condition == "not-authorized":
-                yield self.server.accounts.login_failed(uid, self.peer_address())
+                yield self.server.accounts.login_failed(uid, self.peer_address(), "scram")
             raise
-        yield self.server.accounts.login_succeeded(uid, self.peer_address())
+        yield self.server.accounts.login_succeeded(uid, self.peer_address(), "scram")
         if exchange.authzid not in ("", uid, f"{uid}@{self.domain}"):
             raise sasl.SaslFailure("invalid-authzid")
         login = yield self.server.accounts.issue_token(uid)
@@ -343,7 +345,8 @@ class XmppProtocol(FramedProtocol):
             login = yield accounts.login(authcid, password, self.peer_address())
             token = login.token
         except Unauthenticated:
-            # PROTOCOL.md: a live token works as the password too.
+            # A live token works as the password too, so a client logged in
+            # elsewhere (or through the server API) needs no password.
             owner = yield accounts.authenticate(password)
             if owner != authcid:
                 raise sasl.SaslFailure("not-authorized") from None
@@ -566,6 +569,19 @@ class XmppProtocol(FramedProtocol):
             result.addElement("feature")["var"] = feature
         self.send(answer)
 
+    def _search_form(self, iq: domish.Element, query: domish.Element) -> None:
+        answer = self._result(iq)
+        serialize.search_form(answer.addElement((NS_SEARCH, "query")))
+        self.send(answer)
+
+    @inlineCallbacks
+    def _search(self, iq: domish.Element, query: domish.Element):
+        wanted, as_form = serialize.searched(query)
+        cards = yield self.server.lookup.find(self.uid, wanted)
+        answer = self._result(iq)
+        serialize.search_result(answer.addElement((NS_SEARCH, "query")), self.domain, cards, as_form)
+        self.send(answer)
+
     def _empty_result(self, iq: domish.Element, child: domish.Element) -> None:
         self.send(self._result(iq))
 
@@ -577,6 +593,8 @@ class XmppProtocol(FramedProtocol):
         (NS_ROSTER, "query", "get"): _roster_get,
         (NS_ROSTER, "query", "set"): _roster_set,
         (NS_DISCO_INFO, "query", "get"): _disco_info,
+        (NS_SEARCH, "query", "get"): _search_form,
+        (NS_SEARCH, "query", "set"): _search,
         (NS_PING, "ping", "get"): _empty_result,
         (NS_SESSION, "session", "set"): _empty_result,
         (NS_CARBONS, "enable", "set"): _carbons,

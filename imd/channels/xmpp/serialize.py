@@ -18,14 +18,18 @@ from twisted.words.xish import domish
 from imd.channels.xmpp import envelope
 from imd.channels.xmpp.stanzas import (
     NS_CARBONS,
+    NS_DATA,
     NS_FORWARD,
     NS_MARKERS,
     NS_RECEIPTS,
     NS_RETRACT,
     NS_ROSTER,
+    NS_SEARCH,
     NS_TLIM,
     Jid,
     element,
+    first_child,
+    text_of,
 )
 from imd.core import events
 from imd.hub.interfaces import Event
@@ -175,6 +179,68 @@ def roster_item(query: domish.Element, domain: str, friend: Any, group_names: Ma
     group = group_names.get(friend.gid)
     if group:
         item.addElement("group", content=group)
+
+
+# -- jabber:iq:search (XEP-0055): one exact field, in a data form (XEP-0004)
+# or, for old clients, as the <nick/> of the simple form.
+
+SEARCH_FIELD = "q"
+SEARCH_INSTRUCTIONS = "An exact user id or telephone: imd lists no users and matches no patterns."
+
+
+def _field(parent: domish.Element, var: str, ftype: str | None = None, label: str | None = None,
+           value: str | None = None) -> domish.Element:
+    field = parent.addElement("field")
+    field["var"] = var
+    if ftype:
+        field["type"] = ftype
+    if label:
+        field["label"] = label
+    if value is not None:
+        field.addElement("value", content=value)
+    return field
+
+
+def search_form(query: domish.Element) -> None:
+    """The fields a client fills in, under the C{query} of a get's result."""
+    query.addElement("instructions", content=SEARCH_INSTRUCTIONS)
+    query.addElement("nick")
+    form = query.addElement((NS_DATA, "x"))
+    form["type"] = "form"
+    form.addElement("instructions", content=SEARCH_INSTRUCTIONS)
+    _field(form, "FORM_TYPE", "hidden", value=NS_SEARCH)
+    _field(form, SEARCH_FIELD, "text-single", "User id or telephone (exact)").addElement("required")
+
+
+def searched(query: domish.Element) -> tuple[str, bool]:
+    """What a set asks for, and whether it came as a data form (then the answer is one too)."""
+    form = first_child(query, NS_DATA, "x")
+    if form is not None:
+        for field in form.elements():
+            if field.name == "field" and field.getAttribute("var") == SEARCH_FIELD:
+                return text_of(first_child(field, NS_DATA, "value")), True
+        return "", True
+    return text_of(first_child(query, NS_SEARCH, "nick")), False
+
+
+def search_result(query: domish.Element, domain: str, cards: list, as_form: bool) -> None:
+    """The users found (L{imd.core.lookup.Card}s), under the C{query} of a set's result."""
+    if not as_form:
+        for card in cards:
+            item = query.addElement("item")
+            item["jid"] = str(Jid(card.uid, domain))
+            item.addElement("nick", content=card.name)
+        return
+    form = query.addElement((NS_DATA, "x"))
+    form["type"] = "result"
+    _field(form, "FORM_TYPE", "hidden", value=NS_SEARCH)
+    reported = form.addElement("reported")
+    _field(reported, "jid", "jid-single", "JID")
+    _field(reported, "name", "text-single", "Name")
+    for card in cards:
+        item = form.addElement("item")
+        _field(item, "jid", value=str(Jid(card.uid, domain)))
+        _field(item, "name", value=card.name)
 
 
 def _request(target: Target, d: Mapping[str, Any]) -> domish.Element:

@@ -27,6 +27,8 @@ NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DELAY = "urn:xmpp:delay"
 NS_TLIM = "im.itonglian.com"
+NS_SEARCH = "jabber:iq:search"
+NS_DATA = "jabber:x:data"
 
 # RFC 6120 section 8.3.3: each condition's error type.
 ERROR_TYPES = {
