@@ -217,7 +217,7 @@ class Server:
     @cached_property
     def http_app(self):
         """The HTTP listener's root: every API family, each with its own error form."""
-        from imd.channels.longconn import files, qid
+        from imd.channels.longconn import files, qid, websocket
         from imd.channels.methodapi import routes
         from imd.channels.native import api as native
         from imd.channels.serverapi import routes as serverapi
@@ -229,6 +229,7 @@ class Server:
             native_app,
             qid.make_app(self),
             files.make_app(self),
+            websocket.make_app(self),
             routes.make_app(self),
             sessions.make_app(self),
             serverapi.make_app(self),
