@@ -222,6 +222,7 @@ class Server:
         from imd.channels.native import api as native
         from imd.channels.serverapi import routes as serverapi
         from imd.channels.shared.web import Root
+        from imd.channels.web import routes as web
         from imd.channels.xmpp import routes as sessions
 
         native_app = native.make_app(self)
@@ -233,6 +234,8 @@ class Server:
             routes.make_app(self),
             sessions.make_app(self),
             serverapi.make_app(self),
+            # Last: its GET / must not take POST / from the method API.
+            web.make_app(self),
         ]
         return Root(families, fallback=native_app)
 
