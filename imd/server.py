@@ -222,7 +222,7 @@ class Server:
         from imd.channels.native import api as native
         from imd.channels.serverapi import routes as serverapi
         from imd.channels.shared.web import Root
-        from imd.channels.web import routes as web
+        from imd.channels.web import admin, routes as web
         from imd.channels.xmpp import routes as sessions
 
         native_app = native.make_app(self)
@@ -234,10 +234,18 @@ class Server:
             routes.make_app(self),
             sessions.make_app(self),
             serverapi.make_app(self),
+            admin.make_app(self),
             # Last: its GET / must not take POST / from the method API.
             web.make_app(self),
         ]
         return Root(families, fallback=native_app)
+
+    @cached_property
+    def log_tail(self):
+        """The latest log lines, for the admin console."""
+        from imd.logtail import LogTail
+
+        return LogTail()
 
     @cached_property
     def deliverer(self):
@@ -260,6 +268,7 @@ class Server:
         from imd.channels.xmpp.protocol import XmppFactory
 
         self.service = top = MultiService()
+        self.log_tail.setServiceParent(top)
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
             from imd.channels.shared.accesslog import access_log_line

@@ -129,7 +129,7 @@ class CliMixin:
     @inlineCallbacks
     def test_db_upgrade_and_current(self):
         head = head_revision()
-        self.assertEqual(head, "0006")
+        self.assertEqual(head, "0007")
         out = yield self.ok("db", "current")
         self.assertEqual(out, "(empty database)\n")
         out = yield self.ok("db", "upgrade")

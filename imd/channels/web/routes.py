@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_web_pages -*-
-"""The web family: the chat page, the console page and their files."""
+"""The web family: the chat page, the console page and their files; the console's API is L{admin}."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ def make_app(server: "Server") -> Family:
     @family.app.route("/", methods=["GET", "HEAD"])
     def chat(request):
         return pages.serve(request, shipped, "index.html")
+
+    @family.app.route("/admin/", methods=["GET", "HEAD"])
+    def console(request):
+        return pages.serve(request, shipped, "admin.html")
 
     @family.app.route("/static/<string:name>", methods=["GET", "HEAD"])
     def static(request, name):

@@ -80,12 +80,11 @@ function connect() {
     clearInterval(state.pinger);
     for (const { reject } of state.pending.values()) reject(new Error("connection lost"));
     state.pending.clear();
+    if (state.stopped) return;  // kicked or logged out: the status says why
     setStatus("offline");
-    if (!state.stopped) {
-      // Back off up to 10 s; what was missed is pushed after the next IM_AUTH.
-      const delay = Math.min(10000, 500 * 2 ** state.retry++);
-      setTimeout(() => { if (!state.stopped && state.ws === ws) connect(); }, delay);
-    }
+    // Back off up to 10 s; what was missed is pushed after the next IM_AUTH.
+    const delay = Math.min(10000, 500 * 2 ** state.retry++);
+    setTimeout(() => { if (!state.stopped && state.ws === ws) connect(); }, delay);
   };
 }
 

@@ -1,0 +1,24 @@
+"""users.admin: who may use the admin console
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-01 05:00:00
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("admin", sa.Boolean(), server_default=sa.text("false"), nullable=False))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("admin")
