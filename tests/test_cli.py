@@ -121,6 +121,24 @@ class CliMixin:
         yield self.assertFailure(accounts.authenticate(session.token), InvalidToken)
 
     @inlineCallbacks
+    def test_user_admin_flag(self):
+        out = yield self.ok("user", "add", "root", "--password", "secret1", "--admin")
+        self.assertEqual(out, "created root\nroot is an administrator\n")
+        yield self.ok("user", "add", "alice", "--password", "secret1")
+        out = yield self.ok("user", "admin", "alice")
+        self.assertEqual(out, "alice is an administrator\n")
+        accounts = self.accounts()
+        for uid in ("root", "alice"):
+            user = yield accounts.get_user(uid)
+            self.assertTrue(user.admin, uid)
+        yield self.ok("user", "admin", "alice", "--off")
+        user = yield accounts.get_user("alice")
+        self.assertFalse(user.admin)
+        code, out, err = yield self.imd("user", "admin", "nobody")
+        self.assertEqual(code, 1, out + err)
+        self.assertOneLineError(err, "nobody")
+
+    @inlineCallbacks
     def test_passwd_unknown_user(self):
         code, out, err = yield self.imd("user", "passwd", "nobody", "--password", "newsecret")
         self.assertEqual(code, 1, out + err)

@@ -15,10 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("admin", sa.Boolean(), server_default=sa.text("false"), nullable=False))
+    # A plain ADD COLUMN, never a batch copy: on SQLite, copying users
+    # would drop the old table and cascade to every row that refers to it.
+    op.add_column("users", sa.Column("admin", sa.Boolean(), server_default=sa.text("false"), nullable=False))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("admin")
+    op.drop_column("users", "admin")
