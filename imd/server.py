@@ -65,6 +65,7 @@ class HubService(Service):
         instance = self.server.instance_id
         log.info("instance {instance} started", instance=instance)
         self.server.hub.start(instance)
+        self.server.announce_web()
 
     def stopService(self):
         super().stopService()
@@ -311,6 +312,17 @@ class Server:
             return self.hub.claim_once(key, ttl)
         now = int(self.reactor.seconds() * 1000)
         return self.store.claims.claim(key, now, now + ttl * 1000)
+
+    def announce_web(self) -> None:
+        """Log the URL of the web chat, for the person who just started the server."""
+        if not self.config.http.endpoint:
+            return
+        host, port = self.address("http")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        log.info("web chat: open http://{host}:{port}/ in a browser (admin console: /admin/)", host=host, port=port)
 
     def address(self, listener: str) -> tuple[str, int]:
         """(host, port) a started listener is bound to: tests listen on port 0."""
