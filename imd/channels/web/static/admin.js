@@ -99,7 +99,7 @@ function draw(canvas, points) {
   ctx.lineWidth = 2;
   ctx.beginPath();
   points.forEach((v, i) => {
-    const x = (i / 59) * canvas.width;
+    const x = (i / Math.max(1, points.length - 1)) * canvas.width;
     const y = canvas.height - 4 - (v / top) * (canvas.height - 8);
     i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
   });
