@@ -188,7 +188,6 @@ def _is_upgrade(request: Any) -> bool:
 def make_app(server: "Server") -> Family:
     family = Family("websocket", server.metrics, write_error)
     factory = WebSocketFactory(server)
-    family.factory = factory
 
     @family.app.route("/ws", methods=["GET"])
     def handshake(request):
