@@ -203,7 +203,14 @@ function receipt(body) {
   const conv = state.convs.get(body.gid ? `g:${body.gid}` : `u:${body.from}`);
   const msg = conv && conv.messages.get(`${state.uid}/${body.msgid}`);
   if (!msg) return;
-  if (body.kind === "read" || msg.status !== "read") msg.status = body.kind;
+  if (body.kind === "read") {
+    // Read up to here: what came before was read too.
+    for (const other of conv.messages.values()) {
+      if (other.from === state.uid && other.time <= msg.time && !other.gid === !msg.gid) other.status = "read";
+    }
+  } else if (msg.status !== "read") {
+    msg.status = body.kind;
+  }
   render();
 }
 
@@ -249,7 +256,7 @@ async function loadContacts() {
   render();
 }
 
-async function open(key) {
+async function openConversation(key) {
   const conv = conversation(key);
   state.active = key;
   if (!conv.loaded) {
@@ -356,7 +363,7 @@ const STATUS_MARK = { sending: "…", sent: "✓", delivered: "✓✓", read: "r
 function render() {
   const list = $("#conversations");
   list.replaceChildren(...[...state.convs.values()].map((conv) => {
-    const item = el("li", { className: conv.key === state.active ? "active" : "", onclick: () => open(conv.key) },
+    const item = el("li", { className: conv.key === state.active ? "active" : "", onclick: () => openConversation(conv.key) },
       el("span", { className: "dot" + (conv.group ? " group" : conv.online.size ? " online" : "") }),
       el("span", { className: "name" }, conv.name),
       el("span", { className: "badge" }, conv.unread ? String(conv.unread) : ""));
@@ -425,7 +432,7 @@ $("#login").onsubmit = async (event) => {
 $("#logout").onclick = () => logout();
 $("#open-chat").onsubmit = (event) => {
   event.preventDefault();
-  open(`u:${event.target.peer.value.trim()}`);
+  openConversation(`u:${event.target.peer.value.trim()}`);
   event.target.reset();
 };
 $("#add-friend").onsubmit = (event) => {
@@ -440,7 +447,7 @@ $("#new-group").onsubmit = async (event) => {
   try {
     const gid = (await qid("QID_IM_SET_GROUP", { gname: name })).result;
     conversation(`g:${gid}`, name);
-    open(`g:${gid}`);
+    openConversation(`g:${gid}`);
   } catch (e) { alert(e.message); }
 };
 $("#invite").onsubmit = (event) => {
