@@ -166,6 +166,27 @@ class WebSocketTestsMixin(LongConnTestMixin):
             yield accepted.closed
 
     @inlineCallbacks
+    def test_unauthenticated_connections_per_address_capped(self):
+        server = self.start_server(limits={"unauthenticated_per_address": 2})
+        waiting = []
+        for _ in range(2):
+            waiting.append((yield self.ws(server)))
+        host, port = server.address("http")
+        refused = yield self.raw(server, handshake(host, port))
+        answer = yield deferLater(reactor, 0.2, lambda: refused.received)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 429"), answer[:80])
+        refused.transport.loseConnection()
+        yield refused.closed
+        # One authenticates: room for another.
+        yield server.accounts.register("alice", "secret1")
+        yield waiting[0].auth("alice", password="secret1")
+        accepted = yield self.raw(server, handshake(host, port))
+        answer = yield deferLater(reactor, 0.2, lambda: accepted.received)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 101"), answer[:80])
+        accepted.transport.loseConnection()
+        yield accepted.closed
+
+    @inlineCallbacks
     def test_plain_get_is_a_clear_error(self):
         server = self.start_server()
         code, body, _ = yield self.http(server, "GET", "/ws")
