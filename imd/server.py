@@ -236,7 +236,7 @@ class Server:
             sessions.make_app(self),
             serverapi.make_app(self),
             admin.make_app(self),
-            # Last: its GET / must not take POST / from the method API.
+            # Last: a method no route on / takes is answered by the method API.
             web.make_app(self),
         ]
         return Root(families, fallback=native_app)
