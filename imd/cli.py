@@ -63,10 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password", help="default: asked for, or read from stdin")
     add.add_argument("--telephone")
     add.add_argument("--name", default="")
+    add.add_argument("--admin", action="store_true", help="may use the admin console at /admin/")
     passwd = user.add_parser("passwd", help="set a password (revokes the user's tokens)")
     passwd.add_argument("uid")
     passwd.add_argument("--password", help="default: asked for, or read from stdin")
     user.add_parser("list", help="list accounts")
+    _admin_parser(user)
 
     directory = commands.add_parser("directory", help="the enterprise directory").add_subparsers(
         dest="action", required=True
@@ -249,9 +251,13 @@ async def _user(accounts, args: argparse.Namespace) -> None:
             args.uid, args.password, telephone=args.telephone, name=args.name
         )
         print(f"created {user.uid}")
+        if args.admin:
+            await _admin(accounts, user.uid, True)
     elif args.action == "passwd":
         await accounts.set_password(args.uid, args.password)
         print(f"password of {args.uid} set; its tokens are revoked")
+    elif args.action == "admin":
+        await _admin(accounts, args.uid, not args.off)
     elif args.action == "list":
         _row("UID", "TELEPHONE", "NAME")
         after = ""
@@ -262,6 +268,17 @@ async def _user(accounts, args: argparse.Namespace) -> None:
             if len(page) < 500:
                 break
             after = page[-1].uid
+
+
+def _admin_parser(user) -> None:
+    admin = user.add_parser("admin", help="let a user use the admin console at /admin/")
+    admin.add_argument("uid")
+    admin.add_argument("--off", action="store_true", help="no longer an administrator")
+
+
+async def _admin(accounts, uid: str, admin: bool) -> None:
+    await accounts.set_admin(uid, admin)
+    print(f"{uid} is {'an' if admin else 'no longer an'} administrator")
 
 
 async def _directory(directory, args: argparse.Namespace) -> None:

@@ -104,6 +104,24 @@ class HttpConfig:
     max_body: int = key(1_048_576, _positive, "largest JSON body accepted, in bytes")
 
 
+def _origins(value: str) -> None:
+    for origin in filter(None, (o.strip() for o in value.split(","))):
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise ValueError(f"{origin!r} is not an origin such as https://chat.example.com")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    origins: str = key(
+        "", _origins, "origins besides the server's own (comma-separated) whose pages may open /ws and the console"
+    )
+    max_message: int = key(65_536, _positive, "largest WebSocket message accepted, in bytes")
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.origins.split(",") if o.strip())
+
+
 @dataclass(frozen=True)
 class LongConnConfig:
     endpoint: str = key("tcp:8283:interface=127.0.0.1:backlog=20000", _endpoint)
@@ -250,6 +268,7 @@ class WebhooksConfig:
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     longconn: LongConnConfig = field(default_factory=LongConnConfig)
     socket: SocketConfig = field(default_factory=SocketConfig)
     xmpp: XmppConfig = field(default_factory=XmppConfig)

@@ -65,6 +65,7 @@ class HubService(Service):
         instance = self.server.instance_id
         log.info("instance {instance} started", instance=instance)
         self.server.hub.start(instance)
+        self.server.announce_web()
 
     def stopService(self):
         super().stopService()
@@ -223,11 +224,12 @@ class Server:
     @cached_property
     def http_app(self):
         """The HTTP listener's root: every API family, each with its own error form."""
-        from imd.channels.longconn import files, qid
+        from imd.channels.longconn import files, qid, websocket
         from imd.channels.methodapi import routes
         from imd.channels.native import api as native
         from imd.channels.serverapi import routes as serverapi
         from imd.channels.shared.web import Root
+        from imd.channels.web import admin, routes as web
         from imd.channels.xmpp import routes as sessions
 
         native_app = native.make_app(self)
@@ -235,11 +237,22 @@ class Server:
             native_app,
             qid.make_app(self),
             files.make_app(self),
+            websocket.make_app(self),
             routes.make_app(self),
             sessions.make_app(self),
             serverapi.make_app(self),
+            admin.make_app(self),
+            # Last: a method no route on / takes is answered by the method API.
+            web.make_app(self),
         ]
         return Root(families, fallback=native_app, requests=self.metrics.http_requests)
+
+    @cached_property
+    def log_tail(self):
+        """The latest log lines, for the admin console."""
+        from imd.logtail import LogTail
+
+        return LogTail()
 
     @cached_property
     def deliverer(self):
@@ -262,6 +275,7 @@ class Server:
         from imd.channels.xmpp.protocol import XmppFactory
 
         self.service = top = MultiService()
+        self.log_tail.setServiceParent(top)
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
         if self.config.http.endpoint:
             from imd.channels.shared.accesslog import access_log_line
@@ -305,6 +319,17 @@ class Server:
             return self.hub.claim_once(key, ttl)
         now = int(self.reactor.seconds() * 1000)
         return self.store.claims.claim(key, now, now + ttl * 1000)
+
+    def announce_web(self) -> None:
+        """Log the URL of the web chat, for the person who just started the server."""
+        if not self.config.http.endpoint:
+            return
+        host, port = self.address("http")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        log.info("web chat: open http://{host}:{port}/ in a browser (admin console: /admin/)", host=host, port=port)
 
     def address(self, listener: str) -> tuple[str, int]:
         """(host, port) a started listener is bound to: tests listen on port 0."""

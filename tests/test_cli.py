@@ -191,6 +191,25 @@ class CliMixin:
         yield self.assertFailure(accounts.authenticate(session.token), InvalidToken)
 
     @inlineCallbacks
+    def test_user_admin_flag(self):
+        yield self.ok("db", "upgrade")
+        out = yield self.ok("user", "add", "root", "--password", "secret1", "--admin")
+        self.assertEqual(out, "created root\nroot is an administrator\n")
+        yield self.ok("user", "add", "alice", "--password", "secret1")
+        out = yield self.ok("user", "admin", "alice")
+        self.assertEqual(out, "alice is an administrator\n")
+        accounts = self.accounts()
+        for uid in ("root", "alice"):
+            user = yield accounts.get_user(uid)
+            self.assertTrue(user.admin, uid)
+        yield self.ok("user", "admin", "alice", "--off")
+        user = yield accounts.get_user("alice")
+        self.assertFalse(user.admin)
+        code, out, err = yield self.imd("user", "admin", "nobody")
+        self.assertEqual(code, 1, out + err)
+        self.assertOneLineError(err, "nobody")
+
+    @inlineCallbacks
     def test_passwd_unknown_user(self):
         yield self.ok("db", "upgrade")
         code, out, err = yield self.imd("user", "passwd", "nobody", "--password", "newsecret")
@@ -200,7 +219,7 @@ class CliMixin:
     @inlineCallbacks
     def test_db_upgrade_and_current(self):
         head = head_revision()
-        self.assertEqual(head, "0007")
+        self.assertEqual(head, "0008")
         out = yield self.ok("db", "current")
         self.assertEqual(out, f"no imd database (head is {head}): run `python -m imd db upgrade` "
                               "(with the server's --config) to create it\n")

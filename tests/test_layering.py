@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from tests.support import child_env, repo_root
 
 IMD = os.path.join(repo_root(), "imd")
-FAMILIES = ("longconn", "methodapi", "native", "serverapi", "xmpp")
+FAMILIES = ("longconn", "methodapi", "native", "serverapi", "web", "xmpp")
 # Keys and values that belong to one seed's wire format, not to imd: seed
 # 001's group and roster words, seed 004's status codes and envelope, seed
 # 003's parameters and webhook fields.

@@ -260,7 +260,7 @@ class FamilyEdgeTests(ServerTestMixin, SQLiteBackend, unittest.TestCase):
             method_reply,
             [
                 ("POST", "/api/nope", "not_found", "no such path: /api/nope"),
-                ("GET", "/", "method_not_allowed", "GET is not allowed on /"),
+                ("PUT", "/", "method_not_allowed", "PUT is not allowed on /"),
                 ("GET", "/api", "method_not_allowed", "GET is not allowed on /api"),
             ],
             ("POST", "/api", {"raw": json.dumps(envelope).encode()}),

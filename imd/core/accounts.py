@@ -25,6 +25,7 @@ from imd.errors import (
     BadCredentials,
     BadSmsCode,
     Conflict,
+    Forbidden,
     IMError,
     InvalidField,
     InvalidToken,
@@ -440,9 +441,43 @@ class AccountService:
         changed = yield self._users.set_disabled(uid, disabled, self._now())
         if not changed:
             raise NotFound(f"no user {uid}")
-        if disabled and self._hub is not None:
-            self._hub.deliver([uid], Event(events.SESSION_END, {"reason": "account disabled"}))
+        if disabled:
+            self.end_sessions(uid, "account disabled")
         log.info("account {uid} {what}", uid=uid, what="disabled" if disabled else "enabled")
+
+    def end_sessions(self, uid: str, reason: str) -> None:
+        """End every live session of C{uid}, on every instance."""
+        if self._hub is not None:
+            self._hub.deliver([uid], Event(events.SESSION_END, {"reason": reason}))
+
+    def kick(self, uid: str, channel: str, resource: str, reason: str) -> int:
+        """End C{uid}'s session on C{channel} with C{resource} here; how many ended (0 or 1)."""
+        ended = 0
+        for session in self._hub.sessions(uid):
+            if session.channel == channel and session.resource == resource:
+                self._hub.unregister(session)
+                session.kick(reason)
+                ended += 1
+        if ended:
+            log.info("{uid}/{res} on {channel} kicked: {reason}", uid=uid, res=resource, channel=channel, reason=reason)
+        return ended
+
+    @inlineCallbacks
+    def set_admin(self, uid: str, admin: bool):
+        """Let C{uid} use the admin console, or no longer."""
+        changed = yield self._users.set_admin(uid, admin, self._now())
+        if not changed:
+            raise NotFound(f"no user {uid}")
+        log.info("account {uid} {what} admin", uid=uid, what="made" if admin else "no longer")
+
+    @inlineCallbacks
+    def authenticate_admin(self, token: Any):
+        """The admin whose token C{token} is; L{Forbidden} for any other user."""
+        uid = yield self.authenticate(token)
+        user = yield self._users.get(uid)
+        if user is None or not user.admin:
+            raise Forbidden(f"{uid} is not an administrator")
+        returnValue(uid)
 
     def list_users(self, after: str = "", limit: int = 100):
         return self._users.list(after, limit)

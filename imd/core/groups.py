@@ -360,6 +360,10 @@ class GroupService:
     def groups_of(self, uid: str):
         return self._groups.groups_of(uid)
 
+    def listing(self, after: str = "", limit: int = 100):
+        """Every group with its number of members, for an administrator."""
+        return self._groups.listing(after, limit)
+
     @inlineCallbacks
     def members(self, uid: str, gid: Any):
         group = yield self._member_group(uid, gid)

@@ -78,6 +78,9 @@ class IHub(Interface):
     def is_online(uid: str) -> bool:
         """Whether C{uid} has any live session."""
 
+    def uids() -> list:
+        """The users with a live session known to this process."""
+
     def deliver(
         uids: Iterable[str], event: Event, exclude: ISession | None = None, resource: str | None = None
     ) -> None:

@@ -278,6 +278,9 @@ class RedisHub:
         """Whether C{uid} has a live session on this instance."""
         return self._local.is_online(uid)
 
+    def uids(self) -> list[str]:
+        return self._local.uids()
+
     def session_counts(self) -> dict[str, int]:
         return self._local.session_counts()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -118,6 +118,23 @@ class GroupStore:
             return [_group(row) for row in rows]
 
         return self._db.run("groups.groups_of", thd)
+
+    def listing(self, after: str = "", limit: int = 100) -> "Deferred[list[tuple[Group, int]]]":
+        """Every live group ordered by gid, starting after C{after}, with its number of members."""
+
+        def thd(conn: Connection) -> list[tuple[Group, int]]:
+            count = func.count(gm.uid).label("member_count")
+            rows = conn.execute(
+                select(*_GROUP_COLUMNS, count)
+                .outerjoin(s.group_members, gm.gid == g.gid)
+                .where(g.gid > after, g.deleted_at.is_(None))
+                .group_by(*_GROUP_COLUMNS)
+                .order_by(g.gid)
+                .limit(limit)
+            )
+            return [(Group(**{f: row._mapping[f] for f in Group.__dataclass_fields__}), row.member_count) for row in rows]
+
+        return self._db.run("groups.listing", thd)
 
     def members(self, gid: str) -> "Deferred[list[Member]]":
         def thd(conn: Connection) -> list[Member]:

@@ -52,6 +52,8 @@ users = Table(
     Column("avatar", String(500), nullable=False, server_default=""),
     Column("props", Text),
     Column("disabled", Boolean, nullable=False, server_default=text("false")),
+    # May use the admin console.
+    Column("admin", Boolean, nullable=False, server_default=text("false")),
     # Next sequence number of the user's 1:1 inbox.  Taking it with an
     # UPDATE serialises writers per recipient, so sequence order is commit
     # order and a cursor never skips a late commit.

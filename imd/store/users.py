@@ -25,6 +25,7 @@ class User:
     avatar: str
     disabled: bool
     created_at: int
+    admin: bool = False
 
 
 _USER_COLUMNS = [getattr(s.users.c, f) for f in User.__dataclass_fields__]
@@ -161,13 +162,19 @@ class UserStore:
 
     def set_disabled(self, uid: str, disabled: bool, now: int) -> "Deferred[bool]":
         """Disable or enable C{uid}; a disabled user's tokens no longer count.  False: no such user."""
+        return self._set_flag("users.set_disabled", uid, now, disabled=disabled)
 
+    def set_admin(self, uid: str, admin: bool, now: int) -> "Deferred[bool]":
+        """Whether C{uid} may use the admin console.  False: no such user."""
+        return self._set_flag("users.set_admin", uid, now, admin=admin)
+
+    def _set_flag(self, name: str, uid: str, now: int, **flag: bool) -> "Deferred[bool]":
         def thd(conn: Connection) -> bool:
             return conn.execute(
-                update(s.users).where(s.users.c.uid == uid).values(disabled=disabled, updated_at=now)
+                update(s.users).where(s.users.c.uid == uid).values(updated_at=now, **flag)
             ).rowcount == 1
 
-        return self._db.run("users.set_disabled", thd)
+        return self._db.run(name, thd)
 
     def list(self, after: str = "", limit: int = 100) -> "Deferred[list[User]]":
         """Users ordered by uid, starting after C{after}."""

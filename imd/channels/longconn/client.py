@@ -250,3 +250,40 @@ def connect(reactor: Any, host: str, port: int, timeout: float = 10) -> "Deferre
     """Open a long connection to C{host}:C{port}."""
     endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
     return connectProtocol(endpoint, LongConnClient(reactor))
+
+
+class WebSocketClient(LongConnClient):
+    """The same client over C{/ws}: each frame a text message C{{"msgtype", "body"}}."""
+
+    def negotiationStarted(self, transport: Any) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def send_frame(self, msgtype: int, body: dict) -> None:
+        self.send_text(json.dumps({"msgtype": msgtype, "body": body}))
+
+    def send_text(self, text: str) -> None:
+        self.transport.sendTextMessage(text)
+
+    def textMessageReceived(self, text: str) -> None:
+        message = json.loads(text)
+        self._frame(message["msgtype"], message["body"])
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        pass
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+
+def connect_websocket(reactor: Any, url: str) -> "Deferred[WebSocketClient]":
+    """Open a long connection over the WebSocket at C{url} (C{ws://host:port/ws})."""
+    from twisted.web.websocket import WebSocketClientEndpoint
+
+    class Factory:
+        def buildProtocol(self, url: str) -> WebSocketClient:
+            return WebSocketClient(reactor)
+
+    return Deferred.fromCoroutine(WebSocketClientEndpoint.new(reactor, url).connect(Factory()))

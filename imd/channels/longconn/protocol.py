@@ -39,6 +39,9 @@ class LongConnSession(ChannelSession):
 
 class LongConnProtocol(FramedProtocol):
     session_class = LongConnSession
+    # Whether what the session missed is pushed after IM_AUTH, or left to
+    # the client to fetch with QID queries, as the seed's clients do.
+    push_messages = False
 
     def __init__(self, server: "Server") -> None:
         super().__init__(server)
@@ -197,9 +200,9 @@ class LongConnProtocol(FramedProtocol):
             return
         self.start_session(uid, resource, token)
         self.ack(T.IM_AUTH, msgid, token=token, expires_in=expires_in, uid=uid)
-        # Offline messages are the client's to fetch (QID); friend requests
-        # and invites have no query, so they are pushed.
-        yield self.push_missed(messages=False)
+        # Friend requests and invites have no query, so they are always
+        # pushed; offline messages only where push_messages says so.
+        yield self.push_missed(messages=self.push_messages)
 
     # -- handlers: each returns extra ack fields, or None -------------------
 

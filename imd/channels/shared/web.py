@@ -77,9 +77,10 @@ class Family:
         self._errors.labels(self.name, error.code).inc()
         return self._render(request, error)
 
-    def routes_match(self, path: str) -> bool:
-        """Whether one of the family's routes takes C{path}, with any method."""
-        return bool(self.app.url_map.bind("localhost").allowed_methods(path))
+    def routes_match(self, path: str, method: str | None = None) -> bool:
+        """Whether one of the family's routes takes C{path}, with C{method} (None: any)."""
+        allowed = self.app.url_map.bind("localhost").allowed_methods(path)
+        return bool(allowed) and (method is None or method in allowed)
 
     def route_of(self, path: str, method: bytes) -> str:
         """
@@ -146,7 +147,9 @@ class Root(Resource):
     path, and any path no family claims to C{fallback}.  Routes keep their
     full paths, so each family's app sees the request as the site received
     it.  A route beats a prefix: a family's exact route under another's
-    prefix stays where it was when every route shared one app.
+    prefix stays where it was when every route shared one app.  A route
+    that takes the request's method beats one that does not (C{GET /} is
+    the web client's page, C{POST /} the method API's).
     """
 
     isLeaf = True
@@ -162,7 +165,11 @@ class Root(Resource):
         if self._requests is not None:
             self._requests.labels(route, str(request.code)).inc()
 
-    def family_for(self, path: str) -> Family:
+    def family_for(self, path: str, method: str | None = None) -> Family:
+        if method is not None:
+            for family in self._families:
+                if family.routes_match(path, method):
+                    return family
         for family in self._families:
             if family.routes_match(path):
                 return family
@@ -190,7 +197,7 @@ class Root(Resource):
         """
         raw_path = target.partition(b"?")[0]
         try:
-            family = self.family_for(unquote_to_bytes(raw_path).decode("utf-8"))
+            family = self.family_for(unquote_to_bytes(raw_path).decode("utf-8"), method.decode("ascii", "replace"))
         except UnicodeDecodeError:
             family = self._fallback
         unfinished = _Unfinished(method, raw_path)
@@ -206,7 +213,7 @@ class Root(Resource):
             body = self._fallback.answer(request, BadRequest("the path is not UTF-8"))
             self._count(f"{self._fallback.name}:unmatched", request)
             return body
-        family = self.family_for(path)
+        family = self.family_for(path, _method(request))
         if self._requests is not None:
             route = family.route_of(path, request.method)
             # Counted when the answer is complete, with its final status.

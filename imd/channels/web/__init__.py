@@ -1,0 +1,1 @@
+"""imd's own web pages: the chat client at / and the admin console at /admin/."""
