@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import SimpleNamespace
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock, deferLater
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -22,6 +23,7 @@ from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.client import connect
 from imd.channels.methodapi.client import connect_socket
 from imd.channels.serverapi.client import ServerApiClient
+from imd.core.sessions import SessionReports
 from tests.processes import ProcessTestMixin, free_ports, listener_env
 from tests.support import PostgresBackend, SQLiteBackend, child_env, make_config, start_server
 from tests.test_serverapi import ServerApiMixin
@@ -469,3 +471,36 @@ class SQLiteSigkillTests(SigkillMixin, unittest.TestCase):
 class PostgresSigkillTests(SigkillMixin, PostgresBackend, unittest.TestCase):
     def database_env(self) -> dict:
         return {"IMD_DATABASE_URL": self.database_url()}
+
+
+class SessionReportOrderTests(unittest.TestCase):
+    """A session's logout row is written after its login row, whichever commits first."""
+
+    def setUp(self):
+        self.writes, self.added = [], []
+
+        def add(kind, data, now):
+            d = Deferred()
+            self.writes.append((kind, d))
+            d.addCallback(lambda _: self.added.append((kind, data["resource"])))
+            return d
+
+        store = SimpleNamespace(outbox=SimpleNamespace(add=add))
+        self.reports = SessionReports(store, Clock(), enabled=True)
+        self.session = SimpleNamespace(uid="u1", resource="pad", channel="longconn")
+
+    def test_logout_waits_for_its_login(self):
+        self.reports.started(self.session, "127.0.0.1")
+        self.reports.ended(self.session, "127.0.0.1")
+        self.assertEqual([kind for kind, _ in self.writes], ["login"])
+        self.writes[0][1].callback(None)
+        self.assertEqual([kind for kind, _ in self.writes], ["login", "logout"])
+        self.writes[1][1].callback(None)
+        self.assertEqual(self.added, [("login", "pad"), ("logout", "pad")])
+
+    def test_a_written_login_holds_nothing_back(self):
+        self.reports.started(self.session, "127.0.0.1")
+        self.writes[0][1].callback(None)
+        self.reports.ended(self.session, "127.0.0.1")
+        self.assertEqual([kind for kind, _ in self.writes], ["login", "logout"])
+        self.assertEqual(self.reports._logins, {})
