@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_groups -*-
+# -*- test-case-name: tests.test_store -*-
 """Groups (seed 001 chatrooms), their members and invites."""
 
 from __future__ import annotations

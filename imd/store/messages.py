@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_messages -*-
+# -*- test-case-name: tests.test_store -*-
 """
 Messages: 1:1 messages through each recipient's inbox, group messages
 stored once with a per-group sequence, receipts and recall.  Sends and

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_roster -*-
+# -*- test-case-name: tests.test_store -*-
 """Friend groups, friendships and friend requests."""
 
 from __future__ import annotations

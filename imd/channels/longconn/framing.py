@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_longconn_framing -*-
+# -*- test-case-name: tests.test_longconn,tests.test_fuzz_longconn -*-
 """
 Long-connection frames, imd's framing of seed 001 (docs/longconn.rst):
 ``uint32 length`` (4 + body bytes), ``uint32 msgtype``, then a UTF-8 JSON

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_admin -*-
 """
 The static files of the web chat (``/``) and the admin console
 (``/admin/``), shipped in the package and read once: no build step, and

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_pages -*-
+# -*- test-case-name: tests.test_web_admin -*-
 """The web family: the chat page, the console page and their files; the console's API is L{admin}."""
 
 from __future__ import annotations
