@@ -135,6 +135,26 @@ class WebChatTests(LongConnTestMixin, SQLiteBackend, unittest.TestCase):
 
         return self.browser.run(steps)
 
+    def test_a_user_is_found_by_telephone(self):
+        d = self.server.accounts.register("88ade65ac2fe662002bec20902dd47e3", "secret1", telephone="13244556677")
+
+        def steps(b):
+            alice = b.login("alice", "secret1")
+            alice.wait_for_selector("#status.online")
+            alice.fill("#open-chat input", "1324455667")
+            alice.press("#open-chat input", "Enter")
+            alice.locator("#find-error", has_text="nobody has").wait_for()
+            alice.fill("#open-chat input", "13244556677")
+            alice.press("#open-chat input", "Enter")
+            send(alice, "found you")
+            message(alice, "found you").locator(".meta", has_text="✓").wait_for()
+            self.assertEqual(alice.locator("#find-error").inner_text(), "")
+
+        d.addCallback(lambda _: self.browser.run(steps))
+        d.addCallback(lambda _: self.server.store.messages.offline("88ade65ac2fe662002bec20902dd47e3"))
+        d.addCallback(lambda waiting: self.assertEqual([(m.sender, m.body) for m in waiting], [("alice", "found you")]))
+        return d
+
     def test_friend_request_presence_and_group(self):
         def steps(b):
             alice = b.login("alice", "secret1")

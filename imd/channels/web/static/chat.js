@@ -430,10 +430,20 @@ $("#login").onsubmit = async (event) => {
   start(answer.uid, answer.token);
 };
 $("#logout").onclick = () => logout();
-$("#open-chat").onsubmit = (event) => {
+$("#open-chat").onsubmit = async (event) => {
   event.preventDefault();
-  openConversation(`u:${event.target.peer.value.trim()}`);
-  event.target.reset();
+  // The server's user lookup (QID_IM_FIND_USER): an exact user id or
+  // telephone, so a user of any design can be found, and a typo is told.
+  const q = event.target.peer.value.trim();
+  $("#find-error").textContent = "";
+  try {
+    const found = rows(await qid("QID_IM_FIND_USER", { q }));
+    const user = found.find((u) => u.uid === q) || found[0];
+    if (!user) { $("#find-error").textContent = `nobody has the user id or telephone ${q}`; return; }
+    event.target.reset();
+    conversation(`u:${user.uid}`, user.name || user.uid);
+    openConversation(`u:${user.uid}`);
+  } catch (e) { $("#find-error").textContent = e.message; }
 };
 $("#add-friend").onsubmit = (event) => {
   event.preventDefault();
