@@ -544,6 +544,30 @@ class GroupTestsMixin(LongConnTestMixin):
         self.assertEqual(err.code, "forbidden")
 
     @inlineCallbacks
+    def test_group_changed_and_deleted_by_another_design(self):
+        # An XMPP client's sessions API changes and deletes groups through these.
+        server = self.start_server()
+        alice = yield self.user(server, "alice")
+        bob = yield self.user(server, "bob")
+        carol = yield self.user(server, "carol")
+        yield server.accounts.register("xo", "secret1")
+        group, _ = yield server.groups.create_with_members("xo", ["alice", "bob"], "team")
+        for client in (alice, bob):
+            yield client.expect(T.IM_NOTIFY_GROUP_DATA, lambda b: b["gid"] == group.gid)
+        yield server.groups.change("xo", group.gid, name="renamed", add=["carol"], remove=["bob"])
+        for client in (alice, carol):
+            _, data = yield client.expect(T.IM_NOTIFY_GROUP_DATA, lambda b: b["gname"] == "renamed")
+            self.assertEqual(sorted(p["uid"] for p in data["peers"]), ["alice", "carol", "xo"])
+        _, left = yield bob.expect(T.IM_CHATROOM, lambda b: b["type"] == "2")
+        self.assertEqual((left["from"], left["rid"], left["to"]), ("bob", group.gid, "bob"))
+        yield server.groups.delete("xo", group.gid)
+        for client in (alice, carol):
+            _, left = yield client.expect(T.IM_CHATROOM, lambda b: b["type"] == "2")
+            self.assertEqual((left["from"], left["rid"]), (client.uid, group.gid))
+        yield settle()
+        self.assertEqual(bob.take(T.IM_CHATROOM), [])
+
+    @inlineCallbacks
     def test_group_refusals(self):
         server = self.start_server()
         alice = yield self.user(server, "alice")

@@ -27,8 +27,10 @@ group.member_added   a member (uid, name, role, joined_at) and its gid,
                      for the others
 group.leave          {"msgid", "from", "gid"}: a member left
 group.changed        {"gid", "name", "owner", "added", "removed", "members",
-                     "time"}: the owner renamed a group or changed its
-                     members, for its members before and after
+                     "time", "group"}: the owner renamed a group or changed
+                     its members, for its members before and after; group
+                     is the group as it now is, with its members
+                     (L{imd.core.groups.group_data})
 group.deleted        {"gid", "owner", "time"}: the owner deleted a group,
                      for its last members
 receipt              {"msgid", "from", "kind", "gid"?} for a message's sender

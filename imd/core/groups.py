@@ -274,6 +274,8 @@ class GroupService:
             "removed": removed,
             "members": after,
             "time": now,
+            # The whole group, for designs that send it again rather than the change.
+            "group": group_data(group, members),
         }
         told = [m for m in dict.fromkeys(before + after) if m not in added]
         self._hub.deliver(told, Event(events.GROUP_CHANGED, data))

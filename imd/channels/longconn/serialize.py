@@ -186,6 +186,19 @@ def _leave(uid: str, to_res: str, d: Mapping[str, Any]) -> tuple[int, dict]:
     }
 
 
+def _changed(uid: str, to_res: str, d: Mapping[str, Any]) -> tuple[int, dict]:
+    # Seed 001 has no frame for a change: a member removed hears that it
+    # left, the others get the group again, as a new member does.
+    if uid in d["removed"]:
+        return _left(uid, to_res, d)
+    return T.IM_NOTIFY_GROUP_DATA, group(d["group"])
+
+
+def _left(uid: str, to_res: str, d: Mapping[str, Any]) -> tuple[int, dict]:
+    """A group deleted, or the recipient removed from it: as if it left (as a dissolved group's members do)."""
+    return _leave(uid, to_res, {"msgid": "", "from": uid, "gid": d["gid"]})
+
+
 def _notice(uid: str, to_res: str, d: Mapping[str, Any]) -> tuple[int, dict]:
     group = "gid" in d
     return T.IM_NOTIFY_SYSTEM, {
@@ -209,6 +222,8 @@ _EVENTS: dict[str, Callable[[str, str, Mapping[str, Any]], tuple[int, dict]]] = 
     events.GROUP_DATA: lambda u, r, d: (T.IM_NOTIFY_GROUP_DATA, group(d)),
     events.GROUP_MEMBER_ADDED: lambda u, r, d: (T.IM_NOTIFY_GROUP_PEER_ADD, dict(member(d), gid=d["gid"])),
     events.GROUP_LEAVE: _leave,
+    events.GROUP_CHANGED: _changed,
+    events.GROUP_DELETED: _left,
     events.RECEIPT: lambda u, r, d: (T.IM_NOTIFY_RECEIPT, dict(d)),
     events.RECALL: lambda u, r, d: (T.IM_NOTIFY_RECALL, dict(d)),
     events.NOTICE: _notice,
