@@ -83,6 +83,32 @@ class SessionsTestsMixin(XmppTestMixin):
         self.assertIsNone((yield server.store.groups.get(gid)))
 
     @inlineCallbacks
+    def test_joins_leaves_and_dissolving_from_other_designs(self):
+        # Seed 001 invites and leaves, the server API dissolves: a tlim
+        # subscriber hears each as a session push.
+        server, rose, lily, jack, token = yield self.setup()
+        bob = yield self.user(server, "bob")
+        group = yield server.groups.create("jack", "team")
+        yield server.store.groups.add_member(group.gid, "rose", 0, "", 0)
+        yield jack.invite(group.gid, "bob")
+        yield bob.expect(T.IM_CHATROOM)
+        yield bob.answer_invite(group.gid, True, "Bob")
+        msg = yield rose.next_message(hts("HTS-001"))
+        got = envelope(msg)
+        item = got["body"][0]
+        self.assertEqual((got["from"], item["session_id"], item["session_name"], item["subscribers"]),
+                         ("bob", group.gid, "team", [{"user_id": "bob", "type": "add"}]))
+        yield bob.leave_group(group.gid)
+        msg = yield rose.next_message(hts("HTS-001"))
+        self.assertEqual(envelope(msg)["body"][0]["subscribers"], [{"user_id": "bob", "type": "del"}])
+        yield server.groups.dissolve("jack", group.gid)
+        msg = yield rose.next_message(hts("HTS-002"))
+        self.assertEqual((envelope(msg)["from"], envelope(msg)["body"][0]["session_id"]), ("jack", group.gid))
+        # The long-connection owner hears that its group ended as before: a leave of its own.
+        _, left = yield jack.expect(T.IM_CHATROOM, lambda b: b["type"] == "2" and b["from"] == "jack")
+        self.assertEqual(left["rid"], group.gid)
+
+    @inlineCallbacks
     def test_owner_and_token_checks(self):
         server, rose, lily, jack, token = yield self.setup()
         code, body, _ = yield self.http(server, "POST", "/plugin/tlim/addSession", {"session_type": "1", "subscribers": [{"user_id": "jack"}]}, token=token)

@@ -23,16 +23,17 @@ group.invite         {"msgid", "from", "to", "gid", "name", "time"}
 group.data           a group and its members, for a new member
                      (L{imd.core.groups.group_data}: gid, name, creator,
                      type, exitable, created_at, members)
-group.member_added   a member (uid, name, role, joined_at) and its gid,
-                     for the others
-group.leave          {"msgid", "from", "gid"}: a member left
+group.member_added   a member (uid, name, role, joined_at), its gid,
+                     group_name and the time, for the others
+group.leave          {"msgid", "from", "gid", "group_name", "time"}: a member
+                     left or was removed
 group.changed        {"gid", "name", "owner", "added", "removed", "members",
                      "time", "group"}: the owner renamed a group or changed
                      its members, for its members before and after; group
                      is the group as it now is, with its members
                      (L{imd.core.groups.group_data})
-group.deleted        {"gid", "owner", "time"}: the owner deleted a group,
-                     for its last members
+group.deleted        {"gid", "owner", "time"}: the owner deleted or
+                     dissolved a group, for its last members
 receipt              {"msgid", "from", "kind", "gid"?} for a message's sender
 recall               {"msgid", "from", "to" | "gid"}
 session.end          {"reason"}: every session of the user is to end now

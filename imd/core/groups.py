@@ -46,6 +46,10 @@ def member_data(member: Member) -> dict[str, Any]:
     }
 
 
+def _left(group: Group, uid: str, now: int, msgid: str = "") -> dict[str, Any]:
+    return {"msgid": msgid, "from": uid, "gid": group.gid, "group_name": group.name, "time": now}
+
+
 def group_data(group: Group, members: list[Member] | None = None) -> dict[str, Any]:
     data = {
         "gid": group.gid,
@@ -181,7 +185,9 @@ class GroupService:
         me = next(m for m in members if m.uid == uid)
         others = [m.uid for m in members if m.uid != uid]
         self._hub.deliver([uid], Event(events.GROUP_DATA, group_data(group, members)))
-        self._hub.deliver(others, Event(events.GROUP_MEMBER_ADDED, dict(member_data(me), gid=gid)))
+        self._hub.deliver(
+            others, Event(events.GROUP_MEMBER_ADDED, dict(member_data(me), gid=gid, group_name=group.name, time=self._now()))
+        )
         if self._presence is not None:
             yield self._presence.introduce(uid, others)
 
@@ -192,7 +198,7 @@ class GroupService:
             raise Forbidden(f"group {group.gid} cannot be left")
         yield self._groups.remove_member(group.gid, uid)
         remaining = yield self._groups.member_ids(group.gid)
-        data = {"msgid": msgid or "", "from": uid, "gid": group.gid}
+        data = _left(group, uid, self._now(), msgid or "")
         self._hub.deliver(remaining + [uid], Event(events.GROUP_LEAVE, data), exclude=origin)
 
     # -- groups whose owner sets the members (no invitations) ----------------
@@ -334,7 +340,7 @@ class GroupService:
         if not removed:
             raise NotFound(f"{member} is not a member of group {group.gid}")
         remaining = yield self._groups.member_ids(group.gid)
-        self._hub.deliver(remaining + [member], Event(events.GROUP_LEAVE, {"msgid": "", "from": member, "gid": group.gid}))
+        self._hub.deliver(remaining + [member], Event(events.GROUP_LEAVE, _left(group, member, self._now())))
 
     @inlineCallbacks
     def dissolve(self, uid: str, gid: Any):
@@ -342,9 +348,9 @@ class GroupService:
         group = yield self._member_group(uid, gid)
         if group.creator != uid:
             raise Forbidden(f"only the creator of group {group.gid} may end it")
-        members = yield self._groups.dissolve(group.gid, self._now())
-        for member in members:
-            self._hub.deliver([member], Event(events.GROUP_LEAVE, {"msgid": "", "from": member, "gid": group.gid}))
+        now = self._now()
+        members = yield self._groups.dissolve(group.gid, now)
+        self._hub.deliver(members, Event(events.GROUP_DELETED, {"gid": group.gid, "owner": uid, "time": now}))
         log.info("{uid} ended group {gid}", uid=uid, gid=group.gid)
 
     @inlineCallbacks

@@ -260,6 +260,14 @@ def _session(target: Target, e: Event) -> domish.Element | None:
         doc = envelope.session_added(d, target.uid, target.now)
     elif e.kind == events.GROUP_CHANGED:
         doc = envelope.session_modified(d, target.uid)
+    elif e.kind in (events.GROUP_MEMBER_ADDED, events.GROUP_LEAVE):
+        # A member joined or left by a design of invitations (seed 001's
+        # long connection, the server API): the same change, made by that member.
+        member = d["uid"] if e.kind == events.GROUP_MEMBER_ADDED else d["from"]
+        joined = e.kind == events.GROUP_MEMBER_ADDED
+        change = {"gid": d["gid"], "owner": member, "name": d["group_name"], "time": d["time"],
+                  "added": [member] if joined else [], "removed": [] if joined else [member]}
+        doc = envelope.session_modified(change, target.uid)
     else:
         doc = envelope.session_deleted(d, target.uid)
     return _envelope_message(target, target.user(d["gid"]), doc, doc["msg_id"])
@@ -277,9 +285,14 @@ _EVENTS: dict[str, Callable[[Target, Mapping[str, Any]], domish.Element | None]]
 }
 
 
+_SESSION_EVENTS = frozenset((
+    events.GROUP_DATA, events.GROUP_CHANGED, events.GROUP_DELETED, events.GROUP_MEMBER_ADDED, events.GROUP_LEAVE,
+))
+
+
 def event(target: Target, e: Event) -> domish.Element | None:
     """C{e} as a stanza for C{target}; None: nothing this design shows."""
-    if e.kind in (events.GROUP_DATA, events.GROUP_CHANGED, events.GROUP_DELETED):
+    if e.kind in _SESSION_EVENTS:
         return _session(target, e)
     render = _EVENTS.get(e.kind)
     return None if render is None else render(target, e.data)
