@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
-from imd.channels.longconn.client import connect_websocket
 from tests import fuzzing
-from tests.support import LongConnTestMixin, SQLiteBackend
+from tests.support import SQLiteBackend
 from tests.test_fuzz_longconn import SEEDS
+from tests.test_websocket import WebSocketTestsMixin
 
 
-class WebSocketFuzzTests(LongConnTestMixin, SQLiteBackend, unittest.TestCase):
-    @inlineCallbacks
-    def ws(self, server):
-        host, port = server.address("http")
-        client = yield connect_websocket(reactor, f"ws://{host}:{port}/ws")
-        self.addCleanup(client.close)
-        return client
-
+class WebSocketFuzzTests(WebSocketTestsMixin, SQLiteBackend, unittest.TestCase):
     @inlineCallbacks
     def test_mutated_messages(self):
         server = self.start_server()
