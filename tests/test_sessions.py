@@ -101,7 +101,7 @@ class SessionsTestsMixin(XmppTestMixin):
         yield bob.leave_group(group.gid)
         msg = yield rose.next_message(hts("HTS-001"))
         self.assertEqual(envelope(msg)["body"][0]["subscribers"], [{"user_id": "bob", "type": "del"}])
-        yield server.groups.dissolve("jack", group.gid)
+        yield server.groups.delete("jack", group.gid)
         msg = yield rose.next_message(hts("HTS-002"))
         self.assertEqual((envelope(msg)["from"], envelope(msg)["body"][0]["session_id"]), ("jack", group.gid))
         # The long-connection owner hears that its group ended as before: a leave of its own.

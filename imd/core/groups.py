@@ -289,13 +289,16 @@ class GroupService:
 
     @inlineCallbacks
     def delete(self, uid: str, gid: Any):
-        """The owner deletes C{gid}, its members and its messages; returns the time (ms)."""
+        """
+        The owner ends C{gid} (XMPP's deleteSession, the server API's
+        team/remove): every member leaves it and hears so; its messages
+        stay for history until they expire.  Returns the time (ms).
+        """
         group = yield self._owned(uid, gid)
-        members = yield self._groups.member_ids(group.gid)
-        yield self._groups.delete(group.gid)
         now = self._now()
+        members = yield self._groups.dissolve(group.gid, now)
         self._hub.deliver(members, Event(events.GROUP_DELETED, {"gid": group.gid, "owner": uid, "time": now}))
-        log.info("{uid} deleted group {gid}", uid=uid, gid=group.gid)
+        log.info("{uid} ended group {gid}", uid=uid, gid=group.gid)
         returnValue(now)
 
     @inlineCallbacks
@@ -341,17 +344,6 @@ class GroupService:
             raise NotFound(f"{member} is not a member of group {group.gid}")
         remaining = yield self._groups.member_ids(group.gid)
         self._hub.deliver(remaining + [member], Event(events.GROUP_LEAVE, _left(group, member, self._now())))
-
-    @inlineCallbacks
-    def dissolve(self, uid: str, gid: Any):
-        """The creator ends C{gid}: every member leaves it, and hears so."""
-        group = yield self._member_group(uid, gid)
-        if group.creator != uid:
-            raise Forbidden(f"only the creator of group {group.gid} may end it")
-        now = self._now()
-        members = yield self._groups.dissolve(group.gid, now)
-        self._hub.deliver(members, Event(events.GROUP_DELETED, {"gid": group.gid, "owner": uid, "time": now}))
-        log.info("{uid} ended group {gid}", uid=uid, gid=group.gid)
 
     @inlineCallbacks
     def info(self, gid: Any):

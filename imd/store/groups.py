@@ -322,17 +322,6 @@ class GroupStore:
 
         return self._db.run("groups.change", thd)
 
-    def delete(self, gid: str) -> "Deferred[bool]":
-        """Delete C{gid} with its members, invites and messages."""
-
-        def thd(conn: Connection) -> bool:
-            conn.execute(delete(s.group_members).where(gm.gid == gid))
-            conn.execute(delete(s.group_invites).where(s.group_invites.c.gid == gid))
-            conn.execute(delete(s.messages).where(s.messages.c.gid == gid))
-            return conn.execute(delete(s.groups).where(g.gid == gid)).rowcount == 1
-
-        return self._db.run("groups.delete", thd)
-
     def remove_member(self, gid: str, uid: str) -> "Deferred[bool]":
         def thd(conn: Connection) -> bool:
             return conn.execute(

@@ -256,7 +256,7 @@ def team_kick(server, form):
 
 @call("team/remove")
 def team_remove(server, form):
-    yield server.groups.dissolve(form.accid("owner"), form.text("tid", 50, required=True))
+    yield server.groups.delete(form.accid("owner"), form.text("tid", 50, required=True))
     return OK
 
 
