@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -324,7 +325,8 @@ def _median_run(runs: list[dict]) -> dict:
 
 
 def _start_profiler(ctx: Context, pid: int, duration: float) -> tuple[subprocess.Popen, str] | None:
-    exe = shutil.which("py-spy")
+    # The one installed beside this Python (a virtualenv's bin) counts too.
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if exe is None:
         ctx.say("  --profile: py-spy is not installed (pip install py-spy); no profile")
         return None

@@ -110,6 +110,9 @@ class ImdProcess:
             IMD_DATABASE_URL=self.database_url,
             IMD_AUTH_HASH_TIME_COST="1",
             IMD_AUTH_HASH_MEMORY_KIB="1024",
+            # Every client of the load generator comes from 127.0.0.1, up to
+            # --concurrency of them logging in at once (19,000 in connect).
+            IMD_LIMITS_UNAUTHENTICATED_PER_ADDRESS="1000000",
         )
         env.update(self.extra_env)
         return env
