@@ -202,6 +202,56 @@ class BarTests(unittest.TestCase):
         self.assertEqual(bar.rate(10.0, 1000), (1000 - 400) / (10.0 - 3.1))
 
 
+class HistoryTestsMixin:
+    """--history: messages written before the runs, after which imd stores new ones as usual."""
+
+    url: str
+
+    def test_history_then_a_new_message(self):
+        from imd.bench.population import Population
+        from imd.store.database import Database
+        from imd.store.messages import Send
+        from imd.store.migrate import upgrade
+        from imd.store.persist import persist_direct_txn
+
+        upgrade(self.url)
+        population = Population(self.url)
+        self.addCleanup(population.close)
+        population.add_users(["h1", "h2", "h3", "h4"])
+        population.befriend([("h1", "h2"), ("h3", "h4")])
+        self.assertEqual(population.add_history([("h1", "h2"), ("h3", "h4")], 9), 9)
+        counts = population.counts()
+        self.assertEqual((counts["messages"], counts["inbox"]), (9, 9))
+        db = Database(self.url, pool_size=1)
+        self.addCleanup(db.engine.dispose)
+        # Nothing is left offline, and the next message follows the history.
+        self.assertEqual(db.run_sync("t", lambda c: c.exec_driver_sql("SELECT count(*) FROM inbox WHERE NOT received").scalar()), 0)
+        [(message, created)] = db.run_raw_sync(
+            "t", persist_direct_txn, [Send("h1", "r", "h2", "new", "text", "hi", "", lambda: 1)]
+        )
+        self.assertTrue(created)
+        self.assertEqual(message.id, 10)
+        seqs = dict(db.run_sync("t", lambda c: c.exec_driver_sql("SELECT uid, inbox_seq FROM users").all()))
+        # Rounds alternate direction: h2 got rounds 1, 3, 5 and the new message.
+        self.assertEqual(seqs, {"h1": 2, "h2": 4, "h3": 2, "h4": 2})
+
+
+class SQLiteHistoryTests(HistoryTestsMixin, unittest.TestCase):
+    def setUp(self):
+        self.url = f"sqlite:///{os.path.abspath(self.mktemp())}.sqlite3"
+
+
+class PostgresHistoryTests(HistoryTestsMixin, unittest.TestCase):
+    if POSTGRES_URL is None:
+        skip = "IMD_TEST_POSTGRES_URL is not set"
+
+    def setUp(self):
+        from imd.bench.population import fresh_database
+
+        self.url, _, drop = fresh_database(POSTGRES_URL)
+        self.addCleanup(drop)
+
+
 class PostgresPopulationTests(unittest.TestCase):
     if POSTGRES_URL is None:
         skip = "IMD_TEST_POSTGRES_URL is not set"

@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
     g.add_argument("--drain", type=float, default=5.0, help="seconds to wait for the last deliveries (default 5)")
     g.add_argument("--seed", type=int, default=1, help="seed of the fixed mode's phases")
+    g.add_argument("--history", type=int, default=0, metavar="N",
+                   help="messages between the pairs written into imd's database before the runs, all received "
+                        "(a deployment's database holds history: deeper indexes, a larger file; default 0)")
     g.add_argument("--profile", default=None, metavar="FILE",
                    help="record the server with py-spy during the first imd run (collapsed stacks to FILE)")
 
@@ -166,6 +169,8 @@ def check(args: argparse.Namespace) -> str | None:
     for flag, value in {"--warmup": args.warmup, "--drain": args.drain, "--settle": args.settle}.items():
         if value < 0:
             return f"{flag} must not be negative"
+    if args.history < 0:
+        return "--history must not be negative"
     if args.users is not None and args.users < 1:
         return "--users must be at least 1"
     if args.scenario in ("p2p", "all") and args.users is not None and (args.users < 2 or args.users % 2):

@@ -190,6 +190,10 @@ def p2p(ctx: Context) -> dict:
     uids, tokens = ctx.users("u", n)
     pairs = [(uids[i], uids[i + 1]) for i in range(0, n, 2)]
     ctx.population.befriend(pairs)
+    if args.history:
+        started = time.monotonic()
+        ctx.population.add_history(pairs, args.history)
+        ctx.say(f"  wrote {args.history:,} messages of history in {time.monotonic() - started:.1f} s")
     partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
     specs = []
     for part in split(pairs, args.procs):
@@ -204,6 +208,7 @@ def p2p(ctx: Context) -> dict:
         "warmup": args.warmup,
         "runs": args.runs,
         "procs": args.procs,
+        "history": args.history,
     }
     result: dict[str, Any] = {"params": params, "systems": {}}
     pools: dict[str, tuple[Target, WorkerPool]] = {}
