@@ -106,6 +106,7 @@ class BenchSmokeTests(unittest.TestCase):
             self.assertEqual(p2p["systems"][system]["median"]["throughput"], run["throughput"])
         self.assertGreater(p2p["ratio"]["relay"]["throughput"], 0)
         self.assertGreater(p2p["systems"]["imd"]["median"]["per_cpu_second"], 0)
+        self.assertGreater(p2p["systems"]["imd"]["median"]["generator_cpu"], 0)
 
         group = doc["scenarios"]["group"]["systems"]
         for system in ("imd", "relay"):

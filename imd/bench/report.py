@@ -51,6 +51,7 @@ def summary_rows(name: str, result: dict) -> list[tuple[str, ...]]:
                 rows.append((name, system, f"{what} latency p50/p95/p99", " / ".join(_lat(lat, k) for k in ("p50", "p95", "p99"))))
             rows.append((name, system, "server CPU (of one core)", _fmt(m.get("server_cpu"))))
             rows.append((name, system, "messages per server CPU-second", _fmt(m.get("per_cpu_second"))))
+            rows.append((name, system, "load generator CPU (of one core)", _fmt(m.get("generator_cpu"))))
             rows.append((name, system, "lost / ack errors", f"{m.get('undelivered', 0)} / {m.get('ack_errors', 0)}"))
         elif name == "connect":
             rows.append((name, system, "authenticated connections", f"{_fmt(r.get('established'))} of {_fmt(r.get('requested'))}"))

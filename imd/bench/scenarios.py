@@ -247,10 +247,14 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
     window_start = start_at + args.warmup
     window_end = window_start + args.duration
     cpu: dict[str, float | None] = {}
-    hooks = [
-        (window_start, lambda: cpu.__setitem__("start", cpu_seconds(target.pid) if target.pid else None)),
-        (window_end, lambda: cpu.__setitem__("end", cpu_seconds(target.pid) if target.pid else None)),
-    ]
+    generators = [process.pid for process in pool.processes]
+
+    def read_cpu(at: str) -> None:
+        cpu[at] = cpu_seconds(target.pid) if target.pid else None
+        # The load generator's own CPU says whether it, not the server, set the pace.
+        cpu[f"generator_{at}"] = sum(cpu_seconds(pid) or 0.0 for pid in generators)
+
+    hooks = [(window_start, lambda: read_cpu("start")), (window_end, lambda: read_cpu("end"))]
     profiler: list = []
     if ctx.args.profile and system == "imd" and run == 0 and target.pid:
         hooks.append((window_start, lambda: profiler.append(_start_profiler(ctx, target.pid, args.duration))))
@@ -299,6 +303,8 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
     if args.mode == "fixed":
         r["offered_rate"] = args.rate
         r["schedule_lag"] = lag.summary()
+    if "generator_end" in cpu:
+        r["generator_cpu"] = round((cpu["generator_end"] - cpu["generator_start"]) / args.duration, 3)
     if cpu.get("start") is not None and cpu.get("end") is not None:
         r["server_cpu"] = round((cpu["end"] - cpu["start"]) / args.duration, 3)
         if r["server_cpu"]:
@@ -315,7 +321,7 @@ def _median_run(runs: list[dict]) -> dict:
     if not runs:
         return {}
     out: dict[str, Any] = {}
-    for key in ("throughput", "ack_throughput", "server_cpu", "per_cpu_second"):
+    for key in ("throughput", "ack_throughput", "server_cpu", "per_cpu_second", "generator_cpu"):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = None if not values else round(median(values), 3)
     for what in ("delivery", "ack"):
