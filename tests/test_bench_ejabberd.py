@@ -100,7 +100,7 @@ class CompareArgumentTests(unittest.TestCase):
 
 
 class EjabberdRunTests(unittest.TestCase):
-    """A tiny run of imd beside a real ejabberd, about five seconds, where it is installed."""
+    """A tiny run of imd beside a real ejabberd where it is installed: two servers start, so several seconds."""
 
     timeout = 120
     skip = _usable()
@@ -111,8 +111,8 @@ class EjabberdRunTests(unittest.TestCase):
         os.makedirs(cwd)
         result = os.path.join(cwd, "result.json")
         args = (
-            "-m", "imd.bench", "p2p", "--compare", "ejabberd", "--users", "4", "--duration", "0.5",
-            "--warmup", "0.2", "--runs", "1", "--drain", "3", "--quiet", "--no-progress", "--json", result,
+            "-m", "imd.bench", "p2p", "--compare", "ejabberd", "--users", "4", "--duration", "0.3",
+            "--warmup", "0.1", "--runs", "1", "--drain", "3", "--quiet", "--no-progress", "--json", result,
         )
         out, err, code = yield getProcessOutputAndValue(sys.executable, args, env=child_env(), path=cwd, reactor=reactor)
         self.assertEqual(code, 0, (out + err).decode(errors="replace"))
