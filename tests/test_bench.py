@@ -107,6 +107,9 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertGreater(p2p["ratio"]["relay"]["throughput"], 0)
         self.assertGreater(p2p["systems"]["imd"]["median"]["per_cpu_second"], 0)
         self.assertGreater(p2p["systems"]["imd"]["median"]["generator_cpu"], 0)
+        store = p2p["systems"]["imd"]["runs"][0]["store"]
+        self.assertGreater(store["transactions_per_second"], 0)
+        self.assertGreater(store["mean_ms"], 0)
 
         group = doc["scenarios"]["group"]["systems"]
         for system in ("imd", "relay"):

@@ -52,6 +52,10 @@ def summary_rows(name: str, result: dict) -> list[tuple[str, ...]]:
             rows.append((name, system, "server CPU (of one core)", _fmt(m.get("server_cpu"))))
             rows.append((name, system, "messages per server CPU-second", _fmt(m.get("per_cpu_second"))))
             rows.append((name, system, "load generator CPU (of one core)", _fmt(m.get("generator_cpu"))))
+            store = [run["store"] for run in r.get("runs", []) if run.get("store")]
+            if store:
+                rows.append((name, system, "1:1 store transactions per second / mean ms (first run)",
+                             f"{_fmt(store[0]['transactions_per_second'])} / {_fmt(store[0]['mean_ms'])}"))
             rows.append((name, system, "lost / ack errors", f"{m.get('undelivered', 0)} / {m.get('ack_errors', 0)}"))
         elif name == "connect":
             rows.append((name, system, "authenticated connections", f"{_fmt(r.get('established'))} of {_fmt(r.get('requested'))}"))

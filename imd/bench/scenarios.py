@@ -246,13 +246,15 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
     start_at = time.monotonic() + 0.5
     window_start = start_at + args.warmup
     window_end = window_start + args.duration
-    cpu: dict[str, float | None] = {}
+    cpu: dict[str, Any] = {}  # readings at the window's start and end
     generators = [process.pid for process in pool.processes]
 
     def read_cpu(at: str) -> None:
         cpu[at] = cpu_seconds(target.pid) if target.pid else None
         # The load generator's own CPU says whether it, not the server, set the pace.
         cpu[f"generator_{at}"] = sum(cpu_seconds(pid) or 0.0 for pid in generators)
+        if target.kind == "imd" and target.info.get("http"):
+            cpu[f"store_{at}"] = store_transactions(target.info["http"])
 
     hooks = [(window_start, lambda: read_cpu("start")), (window_end, lambda: read_cpu("end"))]
     profiler: list = []
@@ -305,6 +307,14 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
         r["schedule_lag"] = lag.summary()
     if "generator_end" in cpu:
         r["generator_cpu"] = round((cpu["generator_end"] - cpu["generator_start"]) / args.duration, 3)
+    if cpu.get("store_start") and cpu.get("store_end"):
+        (n0, s0), (n1, s1) = cpu["store_start"], cpu["store_end"]
+        if n1 > n0:
+            # How many messages a commit serves, and how long one takes.
+            r["store"] = {
+                "transactions_per_second": round((n1 - n0) / args.duration, 1),
+                "mean_ms": round(1000 * (s1 - s0) / (n1 - n0), 3),
+            }
     if cpu.get("start") is not None and cpu.get("end") is not None:
         r["server_cpu"] = round((cpu["end"] - cpu["start"]) / args.duration, 3)
         if r["server_cpu"]:
@@ -315,6 +325,24 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
         + (f", server CPU {r['server_cpu']:.0%}" if "server_cpu" in r else "")
     )
     return r
+
+
+def store_transactions(http: str) -> tuple[float, float] | None:
+    """(count, total seconds) of imd's 1:1 message transactions so far, from its /metrics."""
+    import urllib.request
+
+    count = total = None
+    try:
+        with urllib.request.urlopen(http + "/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if 'op="messages.direct"' in line:
+                    if line.startswith("imd_store_seconds_count"):
+                        count = float(line.rsplit(" ", 1)[1])
+                    elif line.startswith("imd_store_seconds_sum"):
+                        total = float(line.rsplit(" ", 1)[1])
+    except (OSError, ValueError):
+        return None
+    return None if count is None or total is None else (count, total)
 
 
 def _median_run(runs: list[dict]) -> dict:
