@@ -147,11 +147,6 @@ class DatabaseConfig:
     url: str = key("sqlite:///var/imd.sqlite3", _database_url)
     migrate_on_start: bool = key(True)
     pool_size: int = key(5, _positive, "Postgres connections (and store threads)")
-    sqlite_checkpoint: str = key(
-        "background",
-        _choice("background", "inline"),
-        "who copies SQLite's write-ahead log back into the file: a thread of its own, or the commit that fills it",
-    )
 
 
 @dataclass(frozen=True)

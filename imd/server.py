@@ -94,7 +94,6 @@ class Server:
             self.config.database.pool_size,
             reactor=self.reactor,
             observer=self.metrics.observe_store,
-            sqlite_checkpoint=self.config.database.sqlite_checkpoint,
         )
 
     @cached_property

@@ -23,7 +23,6 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from imd.store.checkpoint import Checkpointer
 from imd.store.raw import Raw
 
 T = TypeVar("T")
@@ -49,14 +48,10 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def create_imd_engine(url: str, pool_size: int = 5, autocheckpoint: bool = True) -> Engine:
-    """
-    The engine of C{url}.  Without C{autocheckpoint}, SQLite's connections
-    leave the write-ahead log to a L{Checkpointer} (L{Database} starts one).
-    """
+def create_imd_engine(url: str, pool_size: int = 5) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, autocheckpoint)
+        return _sqlite_engine(parsed)
     return create_engine(
         parsed,
         pool_size=pool_size,
@@ -68,7 +63,7 @@ def create_imd_engine(url: str, pool_size: int = 5, autocheckpoint: bool = True)
     )
 
 
-def _sqlite_engine(url: URL, autocheckpoint: bool) -> Engine:
+def _sqlite_engine(url: URL) -> Engine:
     path = url.database
     memory = not path or path == ":memory:"
     if memory:
@@ -106,9 +101,8 @@ def _sqlite_engine(url: URL, autocheckpoint: bool) -> Engine:
         cursor.execute("PRAGMA cache_size=-65536")
         # Checkpoint every 10,000 pages, not 1,000: under load a commit
         # writes hundreds of pages, so the default would copy the WAL back
-        # on nearly every commit, and the hot pages many times over.  Or
-        # never, where a Checkpointer's thread does it outside the commits.
-        cursor.execute(f"PRAGMA wal_autocheckpoint={10000 if autocheckpoint else 0}")
+        # on nearly every commit, and the hot pages many times over.
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -137,21 +131,11 @@ class Database:
         pool_size: int = 5,
         reactor: Any = None,
         observer: Observer | None = None,
-        sqlite_checkpoint: str = "background",
     ) -> None:
-        """
-        C{sqlite_checkpoint}: C{background} (a SQLite file's log is copied
-        back by a L{Checkpointer}'s thread) or C{inline} (by the commit
-        that fills it, SQLite's own way).
-        """
         if reactor is None:
             from twisted.internet import reactor
         self.url = url
-        parsed = normalize_url(url)
-        path = parsed.database if parsed.get_backend_name() == "sqlite" else None
-        background = bool(path) and path != ":memory:" and sqlite_checkpoint == "background"
-        self.checkpointer = Checkpointer(path) if background else None
-        self.engine = create_imd_engine(url, pool_size, autocheckpoint=not background)
+        self.engine = create_imd_engine(url, pool_size)
         self.dialect = self.engine.dialect.name
         threads = 1 if self.dialect == "sqlite" else pool_size
         self._reactor = reactor
@@ -166,16 +150,12 @@ class Database:
     def start(self) -> None:
         if not self._running:
             self._threadpool.start()
-            if self.checkpointer is not None:
-                self.checkpointer.start()
             self._running = True
 
     def stop(self) -> None:
         if self._running:
             self._running = False
             self._threadpool.stop()
-            if self.checkpointer is not None:
-                self.checkpointer.stop()
             self.engine.dispose()
 
     def run(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Deferred[T]":

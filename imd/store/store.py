@@ -26,9 +26,8 @@ class Store:
         pool_size: int = 5,
         reactor: Any = None,
         observer: Observer | None = None,
-        sqlite_checkpoint: str = "background",
     ) -> None:
-        self.db = Database(url, pool_size, reactor=reactor, observer=observer, sqlite_checkpoint=sqlite_checkpoint)
+        self.db = Database(url, pool_size, reactor=reactor, observer=observer)
         self.users = UserStore(self.db)
         self.tokens = TokenStore(self.db)
         self.sms_codes = SmsCodeStore(self.db)
