@@ -54,12 +54,12 @@ def main(url: str, kill_at: int) -> None:
     Raw.execute = counted(Raw.execute)
     Raw.executemany = counted(Raw.executemany)
     db = Database(url, pool_size=1)
-    results = db.run_sync("first", persist_direct_txn, [send(*item) for item in FIRST])
+    results = db.run_raw_sync("first", persist_direct_txn, [send(*item) for item in FIRST])
     for (sender, _, msgid), result in zip(FIRST, results):
         assert result is not None
         print("acked", sender, msgid, flush=True)
     items = [send(*item) for item in SECOND] + [Ack(*ack) for ack in SECOND_ACKS]
-    db.run_sync("second", persist_direct_txn, items)
+    db.run_raw_sync("second", persist_direct_txn, items)
     for sender, _, msgid in SECOND:
         print("acked", sender, msgid, flush=True)
     print("statements", count, flush=True)

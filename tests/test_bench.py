@@ -88,7 +88,7 @@ class BenchSmokeTests(unittest.TestCase):
             self.assertEqual(connect[system]["failed"], 0)
             self.assertGreater(connect[system]["rss_after_kib"], 0)
             self.assertIn("kib_per_connection", connect[system])
-        self.assertIn("memory per connection", doc["scenarios"]["connect"]["ratio"])
+        self.assertIn("memory per connection", doc["scenarios"]["connect"]["ratio"]["relay"])
 
         p2p = doc["scenarios"]["p2p"]
         for system in ("imd", "relay"):
@@ -104,7 +104,12 @@ class BenchSmokeTests(unittest.TestCase):
                 self.assertLessEqual(summary["p50"], summary["p99"])
                 self.assertLessEqual(summary["p99"], summary["max"])
             self.assertEqual(p2p["systems"][system]["median"]["throughput"], run["throughput"])
-        self.assertGreater(p2p["ratio"]["throughput"], 0)
+        self.assertGreater(p2p["ratio"]["relay"]["throughput"], 0)
+        self.assertGreater(p2p["systems"]["imd"]["median"]["per_cpu_second"], 0)
+        self.assertGreater(p2p["systems"]["imd"]["median"]["generator_cpu"], 0)
+        store = p2p["systems"]["imd"]["runs"][0]["store"]
+        self.assertGreater(store["transactions_per_second"], 0)
+        self.assertGreater(store["mean_ms"], 0)
 
         group = doc["scenarios"]["group"]["systems"]
         for system in ("imd", "relay"):
@@ -158,6 +163,97 @@ class BenchSmokeTests(unittest.TestCase):
         )
         self.assertEqual(code, 2)
         self.assertIn(b"--proto xmpp measures the connect and p2p scenarios only", err)
+
+
+class ArgumentTests(unittest.TestCase):
+    """Arguments are checked before any server starts."""
+
+    @inlineCallbacks
+    def test_odd_users_refused_before_starting(self):
+        for argv, text in (
+            (("p2p", "--users", "21"), b"even number of users"),
+            (("all", "--users", "3"), b"even number of users"),
+            (("group", "--members", "1"), b"at least 2 members"),
+            (("p2p", "--runs", "0"), b"--runs must be at least 1"),
+            (("p2p", "--duration", "0"), b"--duration must be more than 0"),
+        ):
+            out, err, code = yield getProcessOutputAndValue(
+                sys.executable, ("-m", "imd.bench", *argv), env=child_env(), reactor=reactor
+            )
+            self.assertEqual(code, 2, err)
+            self.assertIn(text, err)
+            self.assertNotIn(b"starting imd", err)
+
+    def test_even_users_accepted(self):
+        from imd.bench import cli
+
+        args = cli.parser().parse_args(["p2p", "--users", "20"])
+        self.assertIsNone(cli.check(args))
+
+
+class BarTests(unittest.TestCase):
+    def test_rate_is_a_moving_window(self):
+        from imd.bench.coordinator import Bar
+
+        bar = Bar(False, "x", timed=(0.0, 10.0))
+        self.assertEqual(bar.rate(0.0, 0), 0.0)
+        # 100/s for 3 s, then a burst: the rate covers the window, not the last sample pair.
+        for t in range(1, 7):
+            rate = bar.rate(t * 0.5, t * 50)
+        self.assertEqual(rate, 100.0)
+        self.assertEqual(bar.rate(3.1, 400), 400 / 3.1)
+        # Samples older than the window are forgotten.
+        self.assertEqual(bar.rate(10.0, 1000), (1000 - 400) / (10.0 - 3.1))
+
+
+class HistoryTestsMixin:
+    """--history: messages written before the runs, after which imd stores new ones as usual."""
+
+    url: str
+
+    def test_history_then_a_new_message(self):
+        from imd.bench.population import Population
+        from imd.store.database import Database
+        from imd.store.messages import Send
+        from imd.store.migrate import upgrade
+        from imd.store.persist import persist_direct_txn
+
+        upgrade(self.url)
+        population = Population(self.url)
+        self.addCleanup(population.close)
+        population.add_users(["h1", "h2", "h3", "h4"])
+        population.befriend([("h1", "h2"), ("h3", "h4")])
+        self.assertEqual(population.add_history([("h1", "h2"), ("h3", "h4")], 9), 9)
+        counts = population.counts()
+        self.assertEqual((counts["messages"], counts["inbox"]), (9, 9))
+        db = Database(self.url, pool_size=1)
+        self.addCleanup(db.engine.dispose)
+        # Nothing is left offline, and the next message follows the history.
+        self.assertEqual(db.run_sync("t", lambda c: c.exec_driver_sql("SELECT count(*) FROM inbox WHERE NOT received").scalar()), 0)
+        [(message, created)] = db.run_raw_sync(
+            "t", persist_direct_txn, [Send("h1", "r", "h2", "new", "text", "hi", "", lambda: 1)]
+        )
+        self.assertTrue(created)
+        self.assertEqual(message.id, 10)
+        seqs = dict(db.run_sync("t", lambda c: c.exec_driver_sql("SELECT uid, inbox_seq FROM users").all()))
+        # Rounds alternate direction: h2 got rounds 1, 3, 5 and the new message.
+        self.assertEqual(seqs, {"h1": 2, "h2": 4, "h3": 2, "h4": 2})
+
+
+class SQLiteHistoryTests(HistoryTestsMixin, unittest.TestCase):
+    def setUp(self):
+        self.url = f"sqlite:///{os.path.abspath(self.mktemp())}.sqlite3"
+
+
+class PostgresHistoryTests(HistoryTestsMixin, unittest.TestCase):
+    if POSTGRES_URL is None:
+        skip = "IMD_TEST_POSTGRES_URL is not set"
+
+    def setUp(self):
+        from imd.bench.population import fresh_database
+
+        self.url, _, drop = fresh_database(POSTGRES_URL)
+        self.addCleanup(drop)
 
 
 class PostgresPopulationTests(unittest.TestCase):

@@ -170,6 +170,42 @@ class SocketTestsMixin(SocketClientMixin):
         self.assertEqual(pong["action"], "pong")
 
     @inlineCallbacks
+    def test_pipelined_sendmsg_shares_commits_and_replies_in_order(self):
+        server = self.start_server()
+        alice = yield self.socket_user(server, "alice")
+        bob = yield self.socket_user(server, "bob")
+        batcher = server.store.messages._direct
+        sizes, run = [], batcher._fn
+
+        def recording(raw, items):
+            sizes.append(len(items))
+            return run(raw, items)
+
+        self.patch(batcher, "_fn", recording)
+        codec = Codec(KEY, True)
+        requests = [{"action": "sendmsg", "to_user_id": "bob", "content": "0", "msgid": "m0"},
+                    {"action": "sendmsg", "to_user_id": "nobody", "content": "x", "msgid": "m1"},
+                    {"action": "sendmsg", "to_user_id": "bob", "content": "x", "msgid": "m2", "user_id": "mallory"},
+                    # Not pipelined: handled once everything before it is answered.
+                    {"action": "sendmsg", "sendto": "group", "to_group_id": "nogroup", "content": "x", "msgid": "g1"}]
+        requests += [{"action": "sendmsg", "to_user_id": "bob", "content": str(i), "msgid": f"m{i}"} for i in range(3, 13)]
+        alice.send_raw(b"".join(codec.encode(r) for r in requests) + codec.encode({"action": "ping"}))
+        yield alice.expect("pong")
+        replies = [(o["action"], o["status"], o.get("code") or o["data"]["msgid"]) for o in alice.pushes if "status" in o]
+        self.assertEqual(
+            replies,
+            [("sendmsg", "1111", "m0"), ("sendmsg", "0000", "not_found"), ("sendmsg", "0000", "forbidden"),
+             ("sendmsg", "0000", "not_found")] + [("sendmsg", "1111", f"m{i}") for i in range(3, 13)],
+        )
+        got = []
+        for _ in range(11):
+            push = yield bob.expect("sendmsg")
+            got.append(push["content"])
+        self.assertEqual(got, ["0"] + [str(i) for i in range(3, 13)])
+        # The ten messages after the group message did not wait a commit each.
+        self.assertGreater(max(sizes), 1)
+
+    @inlineCallbacks
     def test_plain_json_mode(self):
         server = self.start_server(socket={"endpoint": "tcp:0:interface=127.0.0.1", "encrypt": False})
         client = yield self.socket(server, encrypted=False)

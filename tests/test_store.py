@@ -481,3 +481,27 @@ class RetryTests(unittest.TestCase):
 
         self.assertRaises(OperationalError, self.db.run_sync, "t", fn)
         self.assertEqual(len(calls), 1)
+
+    def test_raw_deadlock_retried_and_rolled_back(self):
+        # run_raw sees the driver's error bare, not wrapped by SQLAlchemy.
+        self.db.run_sync("t", lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        calls = []
+
+        def fn(raw):
+            calls.append(1)
+            raw.execute("INSERT INTO t VALUES (?)", [len(calls)])
+            if len(calls) < 3:
+                raise self.aborted("40P01").orig
+            return "done"
+
+        self.assertEqual(self.db.run_raw_sync("t", fn), "done")
+        self.assertEqual(len(calls), 3)
+        # The aborted attempts wrote nothing.
+        self.assertEqual(self.db.run_sync("t", lambda conn: conn.exec_driver_sql("SELECT n FROM t").all()), [(3,)])
+
+        def other(raw):
+            calls.append(1)
+            raise ValueError("not a database error")
+
+        self.assertRaises(ValueError, self.db.run_raw_sync, "t", other)
+        self.assertEqual(len(calls), 4)

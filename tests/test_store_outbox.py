@@ -17,6 +17,7 @@ from imd.store import outbox, persist
 from imd.store import schema as s
 from imd.store.database import normalize_url
 from imd.store.messages import Ack, Send
+from imd.store.raw import Raw
 from imd.store.store import Store
 from tests.support import PostgresBackend, SQLiteBackend
 
@@ -80,7 +81,7 @@ class OutboxMixin:
         with self.store.db.engine.connect() as conn:
             transaction = conn.begin()
             [(message, created)] = persist.persist_direct_txn(
-                conn, [Send("a", "phone", "b", "m1", "text", "hi", "", now, "message")]
+                Raw(conn), [Send("a", "phone", "b", "m1", "text", "hi", "", now, "message")]
             )
             self.assertEqual(self.committed(), (0, 0))
             transaction.commit()
@@ -106,7 +107,7 @@ class OutboxMixin:
 
         self.patch(persist, "_mark_received_txn", fail)
         items = [Send("a", "", "b", "m1", "text", "hi", "", now, "message"), Ack("b", "m0", None)]
-        yield self.assertFailure(self.store.db.run("test", persist.persist_direct_txn, items), Boom)
+        yield self.assertFailure(self.store.db.run_raw("test", persist.persist_direct_txn, items), Boom)
         self.assertEqual(written, [("message",)])
         self.assertEqual(self.committed(), (0, 0))
 

@@ -42,3 +42,25 @@ class ClientTests(SQLiteBackend, XmppTestMixin, unittest.TestCase):
         client = yield connect_xmpp(reactor, *server.address("xmpp"))
         self.addCleanup(client.close)
         yield self.assertFailure(client.login("rose", "wrong!!"), XmppError)
+
+    @inlineCallbacks
+    def test_token_logins_are_not_failed_logins(self):
+        # More PLAIN logins with a token from one address than the failed
+        # logins it may have: none counts as a failure (a wrong password still does).
+        server = self.start_server(
+            xmpp={"endpoint": "tcp:0:interface=127.0.0.1", "plain_without_tls": True},
+            limits={"login_address_failures": 3},
+        )
+        yield server.accounts.register("rose", "secret1")
+        token = yield self.login(server, "rose", "secret1")
+        for _ in range(5):
+            client = yield connect_xmpp(reactor, *server.address("xmpp"))
+            yield client.login("rose", token, plain=True)
+            yield client.close()
+        client = yield connect_xmpp(reactor, *server.address("xmpp"))
+        self.addCleanup(client.close)
+        yield self.assertFailure(client.login("rose", "wrong!!", plain=True), XmppError)
+        # The right password still works: one failure is within the limits.
+        other = yield connect_xmpp(reactor, *server.address("xmpp"))
+        self.addCleanup(other.close)
+        yield other.login("rose", "secret1", plain=True)

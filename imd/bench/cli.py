@@ -26,9 +26,11 @@ examples:
   python -m imd.bench presence --users 1000 --friends 10
   python -m imd.bench p2p --host 10.0.0.5 --port 8283 --database postgresql://imd@10.0.0.5/imd --server-pid 4242
   python -m imd.bench p2p --proto xmpp --mode fixed --rate 500
+  python -m imd.bench p2p --compare ejabberd,relay
 
 Without --host the tool starts a fresh imd itself (twistd -n imd on free loopback ports, a new
-SQLite file or a new Postgres schema, dropped afterwards) and the bare relay for comparison.
+SQLite file or a new Postgres schema, dropped afterwards) and the bare relay for comparison;
+--compare ejabberd,relay adds a throwaway ejabberd, measured over XMPP in the same run.
 """
 
 
@@ -66,8 +68,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--server-pid", type=int, default=None, metavar="PID",
                    help="with --host on this machine: the server's pid, to read its memory and CPU")
     g.add_argument("--keep-users", action="store_true", help="with --host: leave the benchmark's users in the database")
+    g.add_argument("--compare", default="relay", metavar="PEERS",
+                   help="what to measure beside imd in the same run, comma-separated: relay (the bare relay, "
+                        "the default), ejabberd (Debian's package over XMPP, connect and p2p; apt-get install "
+                        "ejabberd), or none")
     g.add_argument("--no-relay", dest="relay", action="store_false",
-                   help="do not measure the bare relay alongside imd")
+                   help="do not measure the bare relay alongside imd (the same as leaving it out of --compare)")
 
     g = common.add_argument_group("p2p")
     g.add_argument("--mode", choices=("max", "fixed"), default="max")
@@ -78,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
     g.add_argument("--drain", type=float, default=5.0, help="seconds to wait for the last deliveries (default 5)")
     g.add_argument("--seed", type=int, default=1, help="seed of the fixed mode's phases")
+    g.add_argument("--history", type=int, default=0, metavar="N",
+                   help="messages between the pairs written into imd's database before the runs, all received "
+                        "(a deployment's database holds history: deeper indexes, a larger file; default 0)")
     g.add_argument("--profile", default=None, metavar="FILE",
                    help="record the server with py-spy during the first imd run (collapsed stacks to FILE)")
 
@@ -125,14 +134,64 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(args.port, args.interface)
         return 0
-    if args.procs < 1:
-        p.error("--procs must be at least 1")
-    if args.proto == "xmpp":
-        if args.scenario not in ("connect", "p2p"):
-            p.error("--proto xmpp measures the connect and p2p scenarios only")
-        # The bare relay speaks the long connection only.
-        args.relay = False
+    problem = check(args)
+    if problem:
+        p.error(problem)
     return run(args, argv)
+
+
+PEERS = ("relay", "ejabberd")
+# The scenarios ejabberd plays over XMPP (imd's XMPP client speaks no group chat or rosters).
+EJABBERD_SCENARIOS = ("connect", "p2p", "all")
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """
+    What is wrong with C{args}, before any server starts (None: nothing).
+    Sets C{args.peers}, the systems measured beside imd.
+    """
+    names = [n.strip() for n in args.compare.split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        return f"--compare: unknown {', '.join(unknown)} (choose from {', '.join(PEERS)} or none)"
+    if not args.relay or args.proto == "xmpp":
+        # The bare relay speaks the long connection only.
+        names = [n for n in names if n != "relay"]
+    args.peers = list(dict.fromkeys(names))
+    args.relay = "relay" in args.peers
+    positive = {"--procs": args.procs, "--concurrency": args.concurrency, "--runs": args.runs, "--inflight": args.inflight}
+    for flag, value in positive.items():
+        if value < 1:
+            return f"{flag} must be at least 1"
+    for flag, value in {"--duration": args.duration, "--rate": args.rate, "--interval": args.interval}.items():
+        if value <= 0:
+            return f"{flag} must be more than 0"
+    for flag, value in {"--warmup": args.warmup, "--drain": args.drain, "--settle": args.settle}.items():
+        if value < 0:
+            return f"{flag} must not be negative"
+    if args.history < 0:
+        return "--history must not be negative"
+    if args.users is not None and args.users < 1:
+        return "--users must be at least 1"
+    if args.scenario in ("p2p", "all") and args.users is not None and (args.users < 2 or args.users % 2):
+        return "p2p needs an even number of users, at least 2 (--users)"
+    members = args.members or (args.users if args.scenario in ("group", "all") else None)
+    if members is not None and members < 2:
+        return "a group needs at least 2 members (--members)"
+    if args.proto == "xmpp" and args.scenario not in ("connect", "p2p"):
+        return "--proto xmpp measures the connect and p2p scenarios only"
+    if "ejabberd" in args.peers:
+        if args.scenario not in EJABBERD_SCENARIOS:
+            return "--compare ejabberd measures the connect and p2p scenarios only"
+        if args.host:
+            return "--compare ejabberd starts its own ejabberd and imd: leave out --host"
+        from imd.bench.ejabberd import EjabberdMissing, find_ctl
+
+        try:
+            find_ctl()
+        except EjabberdMissing as e:
+            return str(e)
+    return None
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:

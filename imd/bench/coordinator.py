@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from imd.bench.server import Target, repo_root
@@ -27,6 +28,7 @@ class Bar:
     """One line on stderr, redrawn in place: a bar, a count and a rate."""
 
     WIDTH = 30
+    WINDOW = 3.0
 
     def __init__(self, enabled: bool, label: str, total: float | None = None, timed: tuple[float, float] | None = None, unit: str = "") -> None:
         """
@@ -38,18 +40,24 @@ class Bar:
         self.total = total
         self.timed = timed
         self.unit = unit
-        self._last = (time.monotonic(), 0)
-        self._rate = 0.0
+        # (time, count) of the updates inside the last WINDOW seconds.
+        self._samples: deque[tuple[float, int]] = deque()
         self._drawn = False
+
+    def rate(self, now: float, done: int) -> float:
+        """Per second over the last WINDOW seconds (a moving window, not the last two samples)."""
+        samples = self._samples
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= self.WINDOW:
+            samples.popleft()
+        t0, n0 = samples[0]
+        return (done - n0) / (now - t0) if now > t0 else 0.0
 
     def update(self, done: int) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        t0, n0 = self._last
-        if now - t0 >= 0.5:
-            self._rate = (done - n0) / (now - t0)
-            self._last = (now, done)
+        self._rate = self.rate(now, done)
         if self.timed is not None:
             start, length = self.timed
             fraction = (now - start) / length if length > 0 else 1.0
@@ -94,7 +102,7 @@ class WorkerPool:
             os.close(fd)
             self.processes.append(process)
             threading.Thread(target=self._read, args=(i, process), daemon=True).start()
-            self.send(i, {"index": i, "host": target.host, "port": target.port, "proto": target.proto, **spec})
+            self.send(i, {"index": i, "host": target.host, "port": target.port, "proto": target.proto, **spec, **target.login})
         self.wait("hello", timeout=60)
 
     def _read(self, i: int, process: subprocess.Popen) -> None:

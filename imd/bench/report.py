@@ -50,6 +50,12 @@ def summary_rows(name: str, result: dict) -> list[tuple[str, ...]]:
                 lat = m.get(what, {})
                 rows.append((name, system, f"{what} latency p50/p95/p99", " / ".join(_lat(lat, k) for k in ("p50", "p95", "p99"))))
             rows.append((name, system, "server CPU (of one core)", _fmt(m.get("server_cpu"))))
+            rows.append((name, system, "messages per server CPU-second", _fmt(m.get("per_cpu_second"))))
+            rows.append((name, system, "load generator CPU (of one core)", _fmt(m.get("generator_cpu"))))
+            store = [run["store"] for run in r.get("runs", []) if run.get("store")]
+            if store:
+                rows.append((name, system, "1:1 store transactions per second / mean ms (first run)",
+                             f"{_fmt(store[0]['transactions_per_second'])} / {_fmt(store[0]['mean_ms'])}"))
             rows.append((name, system, "lost / ack errors", f"{m.get('undelivered', 0)} / {m.get('ack_errors', 0)}"))
         elif name == "connect":
             rows.append((name, system, "authenticated connections", f"{_fmt(r.get('established'))} of {_fmt(r.get('requested'))}"))
@@ -67,8 +73,9 @@ def summary_rows(name: str, result: dict) -> list[tuple[str, ...]]:
             rows.append((name, system, "user told of all friends p50/p99", " / ".join(_fmt((r.get("complete") or {}).get(k), "ms") for k in ("p50", "p99"))))
             rows.append((name, system, "login latency p50/p99", " / ".join(_lat(r.get("login"), k) for k in ("p50", "p99"))))
             rows.append((name, system, "completed / users", f"{_fmt(r.get('completed'))} / {_fmt(r.get('users'))}"))
-    for key, value in result.get("ratio", {}).items():
-        rows.append((name, "imd / relay", key, _fmt(value)))
+    for peer, values in result.get("ratio", {}).items():
+        for key, value in values.items():
+            rows.append((name, f"imd / {peer}", key, _fmt(value)))
     return rows
 
 

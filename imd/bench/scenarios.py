@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from imd.bench.server import RelayProcess, Target
 from imd.bench.stats import Histogram, median
 
 DEFAULT_USERS = {"connect": 19_000, "p2p": 200, "group": 1_000, "presence": 1_000}
+# connect and p2p measure every peer asked for (ejabberd over XMPP too);
+# the others measure the relay only.
+ALL_PEERS = ("relay", "ejabberd")
 
 
 def split(items: list, k: int) -> list[list]:
@@ -34,7 +38,8 @@ class Context:
         self.target = target
         self.population = population
         self.prefix = prefix
-        self.relay_process: RelayProcess | None = None
+        # The peers measured beside imd, started when first needed: name -> process.
+        self.peer_processes: dict[str, Any] = {}
         self.created: list[str] = []
         self.profile: dict | None = None
         self.tag = f"{int(time.time()) % 100000}"
@@ -58,21 +63,30 @@ class Context:
         self.say(f"  created {n:,} users {uids[0]}..{uids[-1]} in {time.monotonic() - started:.1f} s")
         return uids, tokens
 
-    def relay(self) -> Target:
-        if self.relay_process is None:
-            self.relay_process = RelayProcess()
-            self.relay_process.start()
-        return self.relay_process.target
+    def peer(self, name: str) -> Target:
+        process = self.peer_processes.get(name)
+        if process is None:
+            if name == "ejabberd":
+                from imd.bench.ejabberd import EjabberdProcess
 
-    def targets(self) -> list[tuple[str, Target]]:
-        targets = [("imd", self.target)]
-        if self.args.relay:
-            targets.append(("relay", self.relay()))
-        return targets
+                process = EjabberdProcess()
+                self.say("starting ejabberd …")
+            else:
+                process = RelayProcess()
+            self.peer_processes[name] = process
+            try:
+                process.start()
+            except RuntimeError as e:
+                raise BenchError(str(e)) from None
+        return process.target
+
+    def targets(self, peers: tuple[str, ...] = ("relay",)) -> list[tuple[str, Target]]:
+        """imd and the peers of C{peers} that were asked for (--compare)."""
+        return [("imd", self.target)] + [(name, self.peer(name)) for name in self.args.peers if name in peers]
 
     def close(self) -> None:
-        if self.relay_process is not None:
-            self.relay_process.stop()
+        for process in self.peer_processes.values():
+            process.stop()
 
     def login(self, pool: WorkerPool, n: int, label: str) -> dict:
         per = max(1, self.args.concurrency // len(pool))
@@ -113,7 +127,7 @@ def connect(ctx: Context) -> dict:
     n = args.users or DEFAULT_USERS["connect"]
     uids, tokens = ctx.users("c", n)
     result: dict[str, Any] = {"params": {"users": n, "procs": args.procs, "concurrency": args.concurrency}, "systems": {}}
-    for system, target in ctx.targets():
+    for system, target in ctx.targets(ALL_PEERS):
         ctx.say(f"connect: {n:,} clients to {system}")
         specs = [{"users": part, "tokens": {u: tokens[u] for u in part}} for part in split(uids, args.procs)]
         time.sleep(min(1.0, args.settle))
@@ -136,10 +150,25 @@ def connect(ctx: Context) -> dict:
         finally:
             ctx.close_pool(pool)
         result["systems"][system] = r
-    imd, relay = result["systems"].get("imd", {}), result["systems"].get("relay", {})
-    if imd.get("kib_per_connection") and relay.get("kib_per_connection"):
-        result["ratio"] = {"memory per connection": round(imd["kib_per_connection"] / relay["kib_per_connection"], 2)}
+    result["ratio"] = ratios(result["systems"], {"memory per connection": lambda r: r.get("kib_per_connection")})
     return result
+
+
+def ratios(systems: dict, figures: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """
+    imd's figure over each peer's, peer by peer: C{figures} maps a name to
+    the function that reads it from a system's result.
+    """
+    imd = systems.get("imd")
+    out: dict[str, dict[str, float]] = {}
+    for peer, r in systems.items():
+        if peer == "imd" or imd is None:
+            continue
+        pairs = {name: (read(imd), read(r)) for name, read in figures.items()}
+        values = {name: round(a / b, 3) for name, (a, b) in pairs.items() if a and b}
+        if values:
+            out[peer] = values
+    return out
 
 
 def _fd_count(pid: int | None) -> int | None:
@@ -158,11 +187,13 @@ def p2p(ctx: Context) -> dict:
     """Pairs writing to each other, closed loop (max) or open loop (fixed)."""
     args = ctx.args
     n = args.users or DEFAULT_USERS["p2p"]
-    if n < 2 or n % 2:
-        raise BenchError("p2p needs an even number of users")
     uids, tokens = ctx.users("u", n)
     pairs = [(uids[i], uids[i + 1]) for i in range(0, n, 2)]
     ctx.population.befriend(pairs)
+    if args.history:
+        started = time.monotonic()
+        ctx.population.add_history(pairs, args.history)
+        ctx.say(f"  wrote {args.history:,} messages of history in {time.monotonic() - started:.1f} s")
     partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
     specs = []
     for part in split(pairs, args.procs):
@@ -177,11 +208,12 @@ def p2p(ctx: Context) -> dict:
         "warmup": args.warmup,
         "runs": args.runs,
         "procs": args.procs,
+        "history": args.history,
     }
     result: dict[str, Any] = {"params": params, "systems": {}}
     pools: dict[str, tuple[Target, WorkerPool]] = {}
     try:
-        for system, target in ctx.targets():
+        for system, target in ctx.targets(ALL_PEERS):
             pool = WorkerPool(target, specs)
             pools[system] = (target, pool)
             login = ctx.login(pool, n, f"login {system}")
@@ -196,17 +228,16 @@ def p2p(ctx: Context) -> dict:
             ctx.close_pool(pool)
     for system, r in result["systems"].items():
         r["median"] = _median_run(r["runs"])
-    imd, relay = result["systems"].get("imd"), result["systems"].get("relay")
-    if imd and relay:
-        if args.mode == "max" and relay["median"].get("throughput"):
-            result["ratio"] = {"throughput": round(imd["median"]["throughput"] / relay["median"]["throughput"], 3)}
-        elif args.mode == "fixed":
-            ratio = {}
-            for key in ("p50", "p99"):
-                a, b = imd["median"]["delivery"].get(key), relay["median"]["delivery"].get(key)
-                if a and b:
-                    ratio[f"delivery {key}"] = round(a / b, 2)
-            result["ratio"] = ratio
+    figures = {
+        "server CPU": lambda r: r["median"].get("server_cpu"),
+        "messages per server CPU-second": lambda r: r["median"].get("per_cpu_second"),
+    }
+    if args.mode == "max":
+        figures["throughput"] = lambda r: r["median"].get("throughput")
+    else:
+        for key in ("p50", "p99"):
+            figures[f"delivery {key}"] = lambda r, key=key: r["median"]["delivery"].get(key)
+    result["ratio"] = ratios(result["systems"], figures)
     return result
 
 
@@ -215,11 +246,17 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
     start_at = time.monotonic() + 0.5
     window_start = start_at + args.warmup
     window_end = window_start + args.duration
-    cpu: dict[str, float | None] = {}
-    hooks = [
-        (window_start, lambda: cpu.__setitem__("start", cpu_seconds(target.pid) if target.pid else None)),
-        (window_end, lambda: cpu.__setitem__("end", cpu_seconds(target.pid) if target.pid else None)),
-    ]
+    cpu: dict[str, Any] = {}  # readings at the window's start and end
+    generators = [process.pid for process in pool.processes]
+
+    def read_cpu(at: str) -> None:
+        cpu[at] = cpu_seconds(target.pid) if target.pid else None
+        # The load generator's own CPU says whether it, not the server, set the pace.
+        cpu[f"generator_{at}"] = sum(cpu_seconds(pid) or 0.0 for pid in generators)
+        if target.kind == "imd" and target.info.get("http"):
+            cpu[f"store_{at}"] = store_transactions(target.info["http"])
+
+    hooks = [(window_start, lambda: read_cpu("start")), (window_end, lambda: read_cpu("end"))]
     profiler: list = []
     if ctx.args.profile and system == "imd" and run == 0 and target.pid:
         hooks.append((window_start, lambda: profiler.append(_start_profiler(ctx, target.pid, args.duration))))
@@ -268,8 +305,20 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
     if args.mode == "fixed":
         r["offered_rate"] = args.rate
         r["schedule_lag"] = lag.summary()
+    if "generator_end" in cpu:
+        r["generator_cpu"] = round((cpu["generator_end"] - cpu["generator_start"]) / args.duration, 3)
+    if cpu.get("store_start") and cpu.get("store_end"):
+        (n0, s0), (n1, s1) = cpu["store_start"], cpu["store_end"]
+        if n1 > n0:
+            # How many messages a commit serves, and how long one takes.
+            r["store"] = {
+                "transactions_per_second": round((n1 - n0) / args.duration, 1),
+                "mean_ms": round(1000 * (s1 - s0) / (n1 - n0), 3),
+            }
     if cpu.get("start") is not None and cpu.get("end") is not None:
         r["server_cpu"] = round((cpu["end"] - cpu["start"]) / args.duration, 3)
+        if r["server_cpu"]:
+            r["per_cpu_second"] = round(r["throughput"] / r["server_cpu"], 1)
     ctx.say(
         f"  {system} run {run + 1}: {r['throughput']:,.0f} msg/s delivered, delivery p50/p99 "
         f"{r['delivery'].get('p50')}/{r['delivery'].get('p99')} ms, ack p50/p99 {r['ack'].get('p50')}/{r['ack'].get('p99')} ms"
@@ -278,11 +327,29 @@ def _p2p_run(ctx: Context, system: str, target: Target, pool: WorkerPool, run: i
     return r
 
 
+def store_transactions(http: str) -> tuple[float, float] | None:
+    """(count, total seconds) of imd's 1:1 message transactions so far, from its /metrics."""
+    import urllib.request
+
+    count = total = None
+    try:
+        with urllib.request.urlopen(http + "/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if 'op="messages.direct"' in line:
+                    if line.startswith("imd_store_seconds_count"):
+                        count = float(line.rsplit(" ", 1)[1])
+                    elif line.startswith("imd_store_seconds_sum"):
+                        total = float(line.rsplit(" ", 1)[1])
+    except (OSError, ValueError):
+        return None
+    return None if count is None or total is None else (count, total)
+
+
 def _median_run(runs: list[dict]) -> dict:
     if not runs:
         return {}
     out: dict[str, Any] = {}
-    for key in ("throughput", "ack_throughput", "server_cpu"):
+    for key in ("throughput", "ack_throughput", "server_cpu", "per_cpu_second", "generator_cpu"):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = None if not values else round(median(values), 3)
     for what in ("delivery", "ack"):
@@ -297,7 +364,8 @@ def _median_run(runs: list[dict]) -> dict:
 
 
 def _start_profiler(ctx: Context, pid: int, duration: float) -> tuple[subprocess.Popen, str] | None:
-    exe = shutil.which("py-spy")
+    # The one installed beside this Python (a virtualenv's bin) counts too.
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if exe is None:
         ctx.say("  --profile: py-spy is not installed (pip install py-spy); no profile")
         return None
@@ -333,8 +401,6 @@ def group(ctx: Context) -> dict:
     """One member writes to a group of M online members; time to the last."""
     args = ctx.args
     m = args.members or args.users or DEFAULT_USERS["group"]
-    if m < 2:
-        raise BenchError("a group needs at least 2 members")
     uids, tokens = ctx.users("g", m)
     gid = f"{ctx.prefix}bench-group-{ctx.tag}"
     ctx.population.add_group(gid, uids[0], uids)
@@ -403,9 +469,7 @@ def group(ctx: Context) -> dict:
             f"max {r['last_member_ms']['max']} ms; {complete}/{len(counted)} messages reached everyone"
         )
         result["systems"][system] = r
-    imd, relay = result["systems"].get("imd"), result["systems"].get("relay")
-    if imd and relay and relay["last_member_ms"]["p50"]:
-        result["ratio"] = {"time to last member p50": round(imd["last_member_ms"]["p50"] / relay["last_member_ms"]["p50"], 2)}
+    result["ratio"] = ratios(result["systems"], {"time to last member p50": lambda r: r["last_member_ms"]["p50"]})
     return result
 
 

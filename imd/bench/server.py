@@ -55,7 +55,7 @@ def free_ports(n: int) -> list[int]:
 class Target:
     """What the load generators connect to."""
 
-    kind: str  # "imd" (started here), "remote" or "relay"
+    kind: str  # "imd" (started here), "remote", "relay" or "ejabberd"
     host: str
     port: int
     pid: int | None = None
@@ -63,6 +63,9 @@ class Target:
     info: dict = field(default_factory=dict)
     # What the load generators speak: "longconn" (seed 001) or "xmpp".
     proto: str = "longconn"
+    # How its users log in, over the scenario's spec: e.g. a password and
+    # in-band registration instead of imd's tokens (ejabberd).
+    login: dict = field(default_factory=dict)
 
     def rss_kib(self) -> int | None:
         return None if self.pid is None else rss_kib(self.pid)
@@ -107,6 +110,9 @@ class ImdProcess:
             IMD_DATABASE_URL=self.database_url,
             IMD_AUTH_HASH_TIME_COST="1",
             IMD_AUTH_HASH_MEMORY_KIB="1024",
+            # Every client of the load generator comes from 127.0.0.1, up to
+            # --concurrency of them logging in at once (19,000 in connect).
+            IMD_LIMITS_UNAUTHENTICATED_PER_ADDRESS="1000000",
         )
         env.update(self.extra_env)
         return env

@@ -64,6 +64,11 @@ class Worker:
         self.friends: dict[str, list[str]] = spec.get("friends", {})
         self.users: list[str] = spec["users"]
         self.proto = spec.get("proto", "longconn")
+        # XMPP peers other than imd (ejabberd): their domain, whether each
+        # user registers in-band first, and SASL PLAIN with the password.
+        self.domain = spec.get("domain", "localhost")
+        self.register = bool(spec.get("register"))
+        self.plain = bool(spec.get("plain"))
         self.clients: dict[str, LongConnClient] = {}
         self.disconnected = 0
         self.run: Any = None
@@ -131,7 +136,7 @@ class Worker:
     @inlineCallbacks
     def _login_xmpp(self, uid: str, errors: list):
         try:
-            xmpp = yield connect_xmpp(reactor, self.host, self.port, timeout=30)
+            xmpp = yield connect_xmpp(reactor, self.host, self.port, self.domain, timeout=30)
         except Exception as e:
             errors.append(f"connect: {type(e).__name__}: {e}"[:200])
             return None
@@ -139,7 +144,7 @@ class Worker:
             if self.tokens.get(uid):
                 yield xmpp.login(uid, self.tokens[uid], "bench", plain=True)
             else:
-                yield xmpp.login(uid, self.password, "bench")
+                yield xmpp.login(uid, self.password, "bench", plain=self.plain, register=self.register)
         except Exception as e:
             errors.append(f"auth: {type(e).__name__}: {e}"[:200])
             xmpp.close()

@@ -38,8 +38,11 @@ class Batcher:
         # batch holds several per user, and bigger ones commit more
         # messages per page written.
         max_batch: int = 4096,
+        raw: bool = False,
     ) -> None:
+        """C{raw}: C{fn} takes a L{imd.store.raw.Raw} cursor (L{Database.run_raw}), not a Connection."""
         self._db = db
+        self._run = db.run_raw if raw else db.run
         self._name = name
         self._fn = fn
         self._max = max_batch
@@ -59,7 +62,7 @@ class Batcher:
             return
         self._running = True
         batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-        d = self._db.run(self._name, self._fn, [item for item, _ in batch])
+        d = self._run(self._name, self._fn, [item for item, _ in batch])
         d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
         d.addErrback(lambda f: log.failure("batch {name}", f, name=self._name))
 
@@ -90,6 +93,6 @@ class Batcher:
         return d
 
     def _single(self, item: Any, waiter: Deferred) -> Deferred:
-        d = self._db.run(self._name, self._fn, [item])
+        d = self._run(self._name, self._fn, [item])
         d.addCallbacks(lambda results: waiter.callback(results[0]), waiter.errback)
         return d

@@ -14,35 +14,31 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple, Sequence
 
-from sqlalchemy.engine import Connection
-
 from imd.store import outbox
 from imd.store.messages import Ack, GroupAck, Message, Send, message_data
 from imd.store.raw import Raw, chunks, marks
 
 
-def persist_direct_txn(conn: Connection, items: Sequence[Send | Ack | GroupAck]) -> list:
-    """1:1 sends and acknowledgements, in one transaction; results in order."""
+def persist_direct_txn(raw: Raw, items: Sequence[Send | Ack | GroupAck]) -> list:
+    """1:1 sends and acknowledgements, in one transaction (L{imd.store.database.Database.run_raw}); results in order."""
     sends = [i for i, item in enumerate(items) if isinstance(item, Send)]
     acks = [i for i, item in enumerate(items) if isinstance(item, Ack)]
     group_acks = [item for item in items if isinstance(item, GroupAck)]
     results: list[Any] = [None] * len(items)
-    with Raw(conn) as raw:
-        if group_acks:
-            _move_group_cursors_txn(raw, group_acks)
-        if sends:
-            for i, result in zip(sends, _send_txn(raw, [items[i] for i in sends], _INBOX_SEQ)):
-                results[i] = result
-        if acks:
-            for i, result in zip(acks, _mark_received_txn(raw, [items[i] for i in acks])):
-                results[i] = result
+    if group_acks:
+        _move_group_cursors_txn(raw, group_acks)
+    if sends:
+        for i, result in zip(sends, _send_txn(raw, [items[i] for i in sends], _INBOX_SEQ)):
+            results[i] = result
+    if acks:
+        for i, result in zip(acks, _mark_received_txn(raw, [items[i] for i in acks])):
+            results[i] = result
     return results
 
 
-def persist_group_txn(conn: Connection, items: Sequence[Send]) -> list:
-    """Group sends, in one transaction; results in order."""
-    with Raw(conn) as raw:
-        return _send_txn(raw, items, _GROUP_SEQ)
+def persist_group_txn(raw: Raw, items: Sequence[Send]) -> list:
+    """Group sends, in one transaction (L{imd.store.database.Database.run_raw}); results in order."""
+    return _send_txn(raw, items, _GROUP_SEQ)
 
 
 class _Sequence(NamedTuple):

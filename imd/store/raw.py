@@ -53,10 +53,13 @@ class Raw:
     every driver; a context manager that closes the cursor.
     """
 
-    def __init__(self, conn: Connection) -> None:
-        self.postgres = conn.dialect.name == "postgresql"
-        self.chunk = PG_CHUNK if self.postgres else CHUNK
-        self._cursor = conn.connection.cursor()
+    def __init__(self, conn: Connection | None = None, *, dbapi: Any = None, postgres: bool = False) -> None:
+        """On SQLAlchemy's C{conn}, or on a bare DBAPI connection C{dbapi} (L{imd.store.database.Database.run_raw})."""
+        if conn is not None:
+            postgres, dbapi = conn.dialect.name == "postgresql", conn.connection
+        self.postgres = postgres
+        self.chunk = PG_CHUNK if postgres else CHUNK
+        self._cursor = dbapi.cursor()
 
     def table(self, name: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
         """

@@ -47,7 +47,7 @@ class SocketClient(Protocol):
         self.greeted = Deferred()
         self.closed = Deferred()
         self.pushes: list[dict] = []
-        # Replies come in request order (the server handles one frame at a time).
+        # Replies come in request order (the server answers in that order, pipelined or not).
         self._replies: list[tuple[str, Deferred]] = []
         self._waiters: list[tuple[Callable[[dict], bool], Deferred]] = []
         self._lost = False

@@ -7,7 +7,9 @@ client ``bind``s to its user with a token before anything else.
 
 Seed 004 has no acknowledgement from the client: a message is taken as
 received once it is written to a bound connection, and what arrived
-while the user was away is written on ``bind``.
+while the user was away is written on ``bind``.  1:1 ``sendmsg`` requests
+are pipelined: each goes to the store while earlier ones commit, and the
+replies keep the order of the requests.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from imd.channels.methodapi import serialize
 from imd.channels.methodapi.codec import Codec, FrameDecoder, FrameTooLarge
@@ -44,6 +47,8 @@ class SocketProtocol(FramedProtocol):
         self.decoder = FrameDecoder(config.max_frame)
         self.codec = Codec(config.aes_key.encode("utf-8"), config.encrypt)
         self.client_id = uuid.uuid4().hex
+        # (frame, its request): see _decode.
+        self._decoded: tuple[bytes, dict] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -61,7 +66,7 @@ class SocketProtocol(FramedProtocol):
     def send(self, obj: dict[str, Any]) -> None:
         self.write(self.codec.encode(obj))
 
-    def reply(self, action: Any, data: Any) -> None:
+    def reply(self, data: Any, action: Any) -> None:
         self.send({"action": action, "status": "1111", "data": data})
 
     def refuse(self, action: Any, error: IMError) -> None:
@@ -77,35 +82,74 @@ class SocketProtocol(FramedProtocol):
         self.session = None
         self.close()
 
-    @inlineCallbacks
-    def handle(self, body: bytes):
+    def _decode(self, body: bytes) -> dict:
+        """C{body}'s request, decoded (and decrypted) once though pipelined() and handle() both ask."""
+        if self._decoded is not None and self._decoded[0] is body:
+            return self._decoded[1]
+        request = self.codec.decode(body)
+        self._decoded = (body, request)
+        return request
+
+    def pipelined(self, body: bytes) -> bool:
+        # A 1:1 sendmsg goes to the store while earlier ones commit, as the
+        # long connection's IM_MESSAGE does; the replies keep their order.
+        if self.session is None or self.token_due() or not self.server.messages.direct_in_order:
+            return False
+        try:
+            request = self._decode(body)
+        except IMError:
+            return False
+        return request.get("action") == "sendmsg" and request.get("sendto", "user") == "user"
+
+    def handle(self, body: bytes) -> Deferred | None:
         action = ""
         try:
-            request = self.codec.decode(body)
+            request = self._decode(body)
+            self._decoded = None
             action = request.get("action", "")
             if action == "ping":
                 self.send({"action": "pong"})
-                return
+                return None
             handler = self._handlers.get(action) if isinstance(action, str) else None
             if handler is None:
                 raise InvalidField(f"unknown action {action!r}")
             if self.session is None and action != "bind":
                 raise Unauthenticated("bind to a user first")
+        except Exception:
+            self._refused(Failure(), action)
+            return None
+        if action == "bind" or self.token_due():
+            return self._handle_waiting(action, handler, request)
+        try:
+            d = self.in_order(handler(self, request))
+        except Exception:
+            d = self.in_order(fail())
+        d.addCallbacks(self.reply, self._refused, (action,), None, (action,))
+        return d
+
+    @inlineCallbacks
+    def _handle_waiting(self, action: str, handler: Callable, request: dict):
+        """A bind, or any action while the token is due its check: not pipelined."""
+        try:
             if self.token_due():
                 ok = yield self.check_token()
                 if not ok or self._closing:
                     return
             data = yield handler(self, request)
-            self.reply(action, data)
+            self.reply(data, action)
             if action == "bind" and request.get("bindto", "user") == "user":
                 # What waited comes after the reply: the client sees it is
                 # bound before the backlog arrives.
                 yield self.push_missed()
-        except IMError as e:
-            self.refuse(action, e)
         except Exception:
-            log.failure("binary socket: action {action}", action=action)
-            self.refuse(action, IMError("internal error; try again"))
+            self._refused(Failure(), action)
+
+    def _refused(self, failure: Failure, action: str) -> None:
+        if failure.check(IMError):
+            self.refuse(action, failure.value)
+            return
+        log.failure("binary socket: action {action}", failure, action=action)
+        self.refuse(action, IMError("internal error; try again"))
 
     def _check_user(self, request: dict) -> None:
         claimed = request.get("user_id")
@@ -134,8 +178,7 @@ class SocketProtocol(FramedProtocol):
             return {"group_id": gid}
         raise InvalidField('bindto must be "user" or "group"')
 
-    @inlineCallbacks
-    def _on_sendmsg(self, request: dict):
+    def _on_sendmsg(self, request: dict) -> Deferred:
         self._check_user(request)
         sendto = request.get("sendto", "user")
         kwargs = dict(
@@ -146,12 +189,12 @@ class SocketProtocol(FramedProtocol):
             origin=self.session,
         )
         if sendto == "user":
-            message = yield self.server.messages.send(self.session.uid, to=_id(request.get("to_user_id")), **kwargs)
+            d = self.server.messages.send(self.session.uid, to=_id(request.get("to_user_id")), **kwargs)
         elif sendto == "group":
-            message = yield self.server.messages.send(self.session.uid, gid=_id(request.get("to_group_id")), **kwargs)
+            d = self.server.messages.send(self.session.uid, gid=_id(request.get("to_group_id")), **kwargs)
         else:
             raise InvalidField('sendto must be "user" or "group"')
-        return {"msgid": message.msgid}
+        return d.addCallback(lambda message: {"msgid": message.msgid})
 
     _handlers: dict[str, Callable] = {"bind": _on_bind, "sendmsg": _on_sendmsg}
 

@@ -84,6 +84,10 @@ class XmppClient(Protocol):
             elif item.name == "a":
                 self._confirmed(int(item.getAttribute("h", "0")))
             else:
+                if item.name == "enabled":
+                    # XEP-0198 counts the stanzas handled from here on, not
+                    # the bind (or registration) result before.
+                    self._handled = 0
                 self._offer(item)
             return
         if item.name in ("message", "presence", "iq"):
@@ -139,8 +143,10 @@ class XmppClient(Protocol):
         self.write(text + f"<r xmlns='{NS_SM}'/>")
         return d
 
-    async def _login(self, uid: str, password: str, resource: str, plain: bool) -> None:
+    async def _login(self, uid: str, password: str, resource: str, plain: bool, register: bool) -> None:
         await self._expect(lambda el: el.name == "features")
+        if register:
+            await self._register(uid, password)
         if plain:
             self.write(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{_b64(chr(0) + uid + chr(0) + password)}</auth>")
             answer = await self._expect(lambda el: el.uri == NS_SASL)
@@ -161,6 +167,18 @@ class XmppClient(Protocol):
         if answer.name != "enabled":
             raise XmppError("the server did not enable stream management")
         await self._stanza("<presence/>")
+
+    async def _register(self, uid: str, password: str) -> None:
+        # In-band registration (XEP-0077) before authenticating, on the same stream.
+        self.write(
+            "<iq type='set' id='register'><query xmlns='jabber:iq:register'>"
+            f"<username>{escape(uid)}</username><password>{escape(password)}</password></query></iq>"
+        )
+        answer = await self._expect(lambda el: el.name == "iq" and el.getAttribute("id") == "register")
+        if answer.getAttribute("type") != "result":
+            error = next((c for c in answer.elements() if c.name == "error"), None)
+            condition = next((c.name for c in error.elements()), "error") if error is not None else "error"
+            raise XmppError(f"registration refused ({condition})")
 
     async def _scram(self, uid: str, password: str) -> None:
         nonce = secrets.token_urlsafe(18)
@@ -185,13 +203,15 @@ class XmppClient(Protocol):
         if answer.name != "success" or base64.b64decode(str(answer)) != expected:
             raise XmppError(f"SASL: login refused ({answer.name})")
 
-    def login(self, uid: str, password: str, resource: str = "bench", plain: bool = False) -> Deferred:
+    def login(self, uid: str, password: str, resource: str = "bench", plain: bool = False, register: bool = False) -> Deferred:
         """
         SCRAM-SHA-1 (or, with C{plain}, PLAIN, where the server offers it:
         it takes a token as the password) as C{uid}, bind C{resource},
-        stream management, initial presence.
+        stream management, initial presence.  With C{register}, first
+        create the account by in-band registration, where the server
+        allows it (imd does not; the benchmark's ejabberd does).
         """
-        return Deferred.fromCoroutine(self._login(uid, password, resource, plain))
+        return Deferred.fromCoroutine(self._login(uid, password, resource, plain, register))
 
     def send_message(self, to: str, body: str, msgid: str | None = None) -> Deferred:
         """A chat message to user C{to}; fires once the server has committed it."""

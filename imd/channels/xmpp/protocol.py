@@ -341,16 +341,19 @@ class XmppProtocol(FramedProtocol):
         accounts = self.server.accounts
         if authzid not in ("", authcid, f"{authcid}@{self.domain}"):
             raise sasl.SaslFailure("invalid-authzid")
+        # A live token of the user works as the password too.  It is tried
+        # first: a token is no password guess, and trying it as a password
+        # first counted each such login as a failed one of its address,
+        # which after limits.login_address_failures refused them all.
         try:
+            owner = yield accounts.authenticate(password)
+        except Unauthenticated:
+            owner = None
+        if owner == authcid:
+            token = password
+        else:
             login = yield accounts.login(authcid, password, self.peer_address())
             token = login.token
-        except Unauthenticated:
-            # A live token works as the password too, so a client logged in
-            # elsewhere (or through the server API) needs no password.
-            owner = yield accounts.authenticate(password)
-            if owner != authcid:
-                raise sasl.SaslFailure("not-authorized") from None
-            token = password
         self._authenticated(authcid, token, b"")
 
     def _authenticated(self, uid: str, token: str, final: bytes) -> None:
