@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,16 +40,40 @@ def repo_root() -> str:
 
 
 def free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            sockets.append(s)
+    """
+    C{n} loopback ports free now, for a child process to listen on.  They
+    are drawn below the kernel's ephemeral range: a port from bind(0) is
+    one the kernel also hands to outgoing connections, so another process
+    connecting anywhere could take it before the child listens.
+    """
+    low, _ = _ephemeral_range()
+    ports: list[int] = []
+    tries = 0
+    while len(ports) < n and tries < 1000:
+        tries += 1
+        port = random.randrange(10000, low)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    while len(ports) < n:
+        with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+            ports.append(s.getsockname()[1])
+    return ports
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return max(low, 10001), high
 
 
 @dataclass
