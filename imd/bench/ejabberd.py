@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 
-from imd.bench.server import Target, free_ports
+from imd.bench.server import Target, free_ports, log_tail
 
 CTL = "ejabberdctl"
 USER = "ejabberd"
@@ -238,14 +238,7 @@ class EjabberdProcess:
             return None
 
     def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for name in ("stdout.txt", "logs/ejabberd.log", "logs/error.log"):
-            try:
-                with open(os.path.join(self.workdir, name), errors="replace") as f:
-                    out.append(f"--- {name}\n" + "".join(f.readlines()[-lines:]))
-            except OSError:
-                pass
-        return "\n".join(out)
+        return log_tail(self.workdir, ("stdout.txt", "logs/ejabberd.log", "logs/error.log"), lines)
 
     def stop(self) -> None:
         if self.beam is not None:

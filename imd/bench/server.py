@@ -76,6 +76,18 @@ def _ephemeral_range() -> tuple[int, int]:
     return max(low, 10001), high
 
 
+def log_tail(workdir: str, names: tuple[str, ...], lines: int) -> str:
+    """The last C{lines} of each of a server's files C{names} that exist, headed by its name."""
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(workdir, name), errors="replace") as f:
+                out.append(f"--- {name}\n" + "".join(f.readlines()[-lines:]))
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
 @dataclass
 class Target:
     """What the load generators connect to."""
@@ -182,14 +194,7 @@ class ImdProcess:
         return self.target
 
     def log_tail(self, lines: int = 40) -> str:
-        out = []
-        for name in ("stderr.txt", "twistd.log"):
-            try:
-                with open(os.path.join(self.workdir, name), errors="replace") as f:
-                    out.append(f"--- {name}\n" + "".join(f.readlines()[-lines:]))
-            except OSError:
-                pass
-        return "\n".join(out)
+        return log_tail(self.workdir, ("stderr.txt", "twistd.log"), lines)
 
     def errors_in_log(self) -> list[str]:
         """Lines of the server log that report a traceback or a failure."""
