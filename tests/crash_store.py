@@ -52,7 +52,6 @@ def main(url: str, kill_at: int) -> None:
         return run
 
     Raw.execute = counted(Raw.execute)
-    Raw.executemany = counted(Raw.executemany)
     db = Database(url, pool_size=1)
     results = db.run_raw_sync("first", persist_direct_txn, [send(*item) for item in FIRST])
     for (sender, _, msgid), result in zip(FIRST, results):

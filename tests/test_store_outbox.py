@@ -102,13 +102,13 @@ class OutboxMixin:
 
         def fail(raw, items):
             # Acknowledgements come after the sends: the outbox row is in.
-            written.extend(raw.rows("SELECT kind FROM outbox"))
+            written.extend(kind for (kind,) in raw.rows("SELECT kind FROM outbox", (), 1))
             raise Boom()
 
         self.patch(persist, "_mark_received_txn", fail)
         items = [Send("a", "", "b", "m1", "text", "hi", "", now, "message"), Ack("b", "m0", None)]
         yield self.assertFailure(self.store.db.run_raw("test", persist.persist_direct_txn, items), Boom)
-        self.assertEqual(written, [("message",)])
+        self.assertEqual(written, ["message"])
         self.assertEqual(self.committed(), (0, 0))
 
     @inlineCallbacks

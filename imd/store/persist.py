@@ -76,12 +76,13 @@ def _send_txn(raw: Raw, items: Sequence[Send], sequence: _Sequence) -> list:
 
 
 _SELECT = "SELECT " + ", ".join("m." + f for f in Message.__dataclass_fields__)
+_WIDTH = len(Message.__dataclass_fields__)
 
 
 def _find_messages_txn(raw: Raw, items: Sequence[Send]) -> dict[tuple[str, str], Message]:
     """The messages already stored under the (sender, msgid) of C{items}."""
     known: dict[tuple[str, str], Message] = {}
-    for row in _joined(raw, _SELECT, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
+    for row in _joined(raw, _SELECT, _WIDTH, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
         known[(row[2], row[1])] = Message(*row)
     return known
 
@@ -98,7 +99,7 @@ def _lock_sequences_txn(raw: Raw, sequence: _Sequence, targets: list[str]) -> di
     lock = " FOR NO KEY UPDATE" if raw.postgres else ""
     for chunk in chunks(targets, raw.chunk):
         seqs.update(
-            raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks(len(chunk))}) ORDER BY {key}{lock}", chunk)
+            raw.rows(f"SELECT {key}, {counter} FROM {table} WHERE {key} IN ({marks(len(chunk))}) ORDER BY {key}{lock}", chunk, 2)
         )
     return seqs
 
@@ -153,11 +154,19 @@ _INSERT = f"INSERT INTO messages ({', '.join(_NEW)}) SELECT * FROM k RETURNING i
 
 def _insert_messages_txn(raw: Raw, new: list[tuple[int, tuple, int]]) -> list[tuple[int, Message, int]]:
     """Insert the C{new} messages of L{_number}: each as (item, stored message, seq)."""
+    if not raw.postgres:
+        # One writer at a time (BEGIN IMMEDIATE): the ids after the largest
+        # are this transaction's to give, and RETURNING (a step per row)
+        # is not needed; see imd.store.raw.
+        (top,) = raw.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+        rows = [(top + n,) + row for n, (_, row, _) in enumerate(new, 1)]
+        raw.insert("messages", {"id": "bigint", **_NEW}, rows)
+        return [(i, Message(*row, None), seq) for row, (i, _, seq) in zip(rows, new)]
     ids: dict[tuple[str, str], int] = {}
     for chunk in chunks(new, raw.chunk):
         cte, params = raw.table("k", _NEW, [row for _, row, _ in chunk])
         # RETURNING promises no row order: ids are matched by key.
-        for id_, sender, msgid in raw.rows(f"WITH {cte} {_INSERT}", params):
+        for id_, sender, msgid in raw.rows(f"WITH {cte} {_INSERT}", params, 3):
             ids[(sender, msgid)] = id_
     return [(i, Message(ids[(row[1], row[0])], *row, None), seq) for i, row, seq in new]
 
@@ -172,7 +181,7 @@ def _insert_inbox_txn(raw: Raw, stored: list[tuple[int, Message, int]]) -> None:
 
 def _write_sequences_txn(raw: Raw, sequence: _Sequence, last: dict[str, int]) -> None:
     table, key, counter = sequence
-    raw.executemany(f"UPDATE {table} SET {counter} = ? WHERE {key} = ?", [(v, k) for k, v in last.items()])
+    _update_from(raw, f"UPDATE {table} SET {counter} = k.b FROM k WHERE {table}.{key} = k.a", {"a": "text", "b": "bigint"}, list(last.items()))
 
 
 def _add_to_outbox_txn(raw: Raw, items: Sequence[Send], stored: list[tuple[int, Message, int]]) -> None:
@@ -194,19 +203,23 @@ def _move_group_cursors_txn(raw: Raw, items: Sequence[GroupAck]) -> None:
         targets[(uid, gid)] = max(seq, targets.get((uid, gid), 0))
     last: dict[str, int] = {}
     for chunk in chunks(sorted({gid for _, gid in targets}), raw.chunk):
-        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({marks(len(chunk))})", chunk))
-    rows = []
-    for (uid, gid), seq in targets.items():
-        seq = min(seq, last.get(gid, 0))
-        rows.append((seq, gid, uid, seq))
-    raw.executemany("UPDATE group_members SET synced_seq = ? WHERE gid = ? AND uid = ? AND synced_seq < ?", rows)
+        last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({marks(len(chunk))})", chunk, 2))
+    # One row per (uid, gid): an UPDATE ... FROM with two would pick either.
+    rows = [(gid, uid, min(seq, last.get(gid, 0))) for (uid, gid), seq in targets.items()]
+    _update_from(
+        raw,
+        "UPDATE group_members SET synced_seq = k.s FROM k"
+        " WHERE group_members.gid = k.g AND group_members.uid = k.u AND group_members.synced_seq < k.s",
+        {"g": "text", "u": "text", "s": "bigint"},
+        rows,
+    )
 
 
 def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
     """Acknowledgements of many users; see L{imd.store.messages.MessageStore.mark_received}."""
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}
     pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
-    for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", "to_uid", pairs):
+    for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", 4, "to_uid", pairs):
         found.setdefault((to_uid, msgid), []).append((id_, sender))
     results: list[int] = []
     to_mark: dict[int, None] = {}
@@ -214,33 +227,35 @@ def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
         ids = [id_ for id_, by in found.get((uid, msgid), ()) if sender is None or by == sender]
         results.append(len(ids))
         to_mark.update(dict.fromkeys(ids))
-    # A 1:1 message has one inbox row, its recipient's: its id finds it.
-    if raw.postgres:
-        # One statement, not one per row; a join on the list is answered
-        # from the message_id index (an IN list without statistics is not).
-        for chunk in chunks(list(to_mark), raw.chunk):
-            raw.execute(
-                "UPDATE inbox SET received = TRUE FROM unnest(?::bigint[]) AS k(id)"
-                " WHERE inbox.message_id = k.id AND inbox.received = FALSE",
-                [chunk],
-            )
-    else:
-        raw.executemany(
-            "UPDATE inbox SET received = TRUE WHERE message_id = ? AND received = FALSE",
-            [(id_,) for id_ in to_mark],
-        )
+    # A 1:1 message has one inbox row, its recipient's: its id finds it,
+    # from the message_id index on both databases (an IN list without
+    # statistics is not, on Postgres).
+    _update_from(
+        raw,
+        "UPDATE inbox SET received = TRUE FROM k WHERE inbox.message_id = k.id AND inbox.received = FALSE",
+        {"id": "bigint"},
+        [(id_,) for id_ in to_mark],
+    )
     return results
 
 
-def _joined(raw: Raw, select: str, column: str, pairs: list[tuple[str, str]]) -> list[tuple]:
+def _joined(raw: Raw, select: str, width: int, column: str, pairs: list[tuple[str, str]]) -> list[Sequence]:
     """
-    The rows of C{select} whose (C{column}, msgid) is one of C{pairs}.  A
-    join on a list of the pairs is answered from the (C{column}, msgid)
-    index on both databases, one probe per pair, where SQLite would probe
-    every combination of two IN lists and Postgres without statistics scans.
+    The rows of C{select} (C{width} columns) whose (C{column}, msgid) is one
+    of C{pairs}.  A join on a list of the pairs is answered from the
+    (C{column}, msgid) index on both databases, one probe per pair, where
+    SQLite would probe every combination of two IN lists and Postgres
+    without statistics scans.
     """
-    rows: list[tuple] = []
+    rows: list[Sequence] = []
     for chunk in chunks(pairs, raw.chunk):
         cte, params = raw.table("k", {"a": "text", "b": "text"}, chunk)
-        rows += raw.rows(f"WITH {cte} {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b", params)
+        rows += raw.rows(f"WITH {cte} {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b", params, width)
     return rows
+
+
+def _update_from(raw: Raw, update: str, columns: dict[str, str], rows: Sequence[Sequence]) -> None:
+    """C{update}, an C{UPDATE ... FROM k}, with C{rows} as C{k} (C{columns} as for L{Raw.table}): one statement a chunk."""
+    for chunk in chunks(rows, raw.chunk):
+        cte, params = raw.table("k", columns, chunk)
+        raw.execute(f"WITH {cte} {update}", params)
