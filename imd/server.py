@@ -7,6 +7,7 @@ One place that builds every component of a server, lazily, from a
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from typing import Any
 
@@ -21,6 +22,8 @@ from imd.listener import ListenerService
 
 log = Logger()
 TOKEN_PURGE_INTERVAL = 3600
+# Seconds a thread may hold the GIL while another waits for it (see make_service).
+GIL_SWITCH_INTERVAL = 0.0002
 
 
 class StoreService(Service):
@@ -274,6 +277,12 @@ class Server:
         from imd.channels.methodapi.socket import SocketFactory
         from imd.channels.xmpp.protocol import XmppFactory
 
+        # The store thread lets go of the GIL for each SQLite step and each
+        # fsync, then waits for the reactor to give it back: by default up
+        # to 5 ms each time, and the reactor waits as long for it.  A
+        # shorter interval measured more messages a second and a lower p99
+        # (docs/benchmarks.rst).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.service = top = MultiService()
         self.log_tail.setServiceParent(top)
         StoreService(self.store, self.config.database.migrate_on_start).setServiceParent(top)
