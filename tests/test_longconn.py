@@ -160,6 +160,26 @@ class BadInputTestsMixin(LongConnTestMixin):
         yield client.ping()
 
     @inlineCallbacks
+    def test_nul_in_a_body_fails_that_message_alone(self):
+        # Postgres keeps no NUL in text; pipelined beside it, the other
+        # messages share its batch and must still commit.
+        server = self.start_server()
+        yield server.accounts.register("bob", "secret1")
+        client = yield self.user(server, "alice")
+        bodies = ["before", "a\x00b", "after"]
+        client.send_raw(b"".join(
+            encode(T.IM_MESSAGE, {"msgid": f"n{i}", "to": "bob", "type": "0", "body": body})
+            for i, body in enumerate(bodies)
+        ))
+        acks = []
+        for _ in bodies:
+            msgtype, ack = yield client.expect(T.IM_MESSAGE_ACK)
+            acks.append((ack["msgid"], ack.get("code", "")))
+        self.assertEqual(acks, [("n0", ""), ("n1", "invalid_field"), ("n2", "")])
+        offline = yield server.messages.offline("bob")
+        self.assertEqual([m.body for m in offline], ["before", "after"])
+
+    @inlineCallbacks
     def test_unknown_msgtype(self):
         server = self.start_server()
         client = yield self.user(server, "alice")

@@ -36,6 +36,10 @@ def text(name: str, value: Any, max_length: int, required: bool = True, default:
     value = str(value)
     if len(value) > max_length:
         raise InvalidField(f"{name} must be at most {max_length} characters")
+    if "\x00" in value:
+        # Postgres stores no NUL in text: refused here, for this client
+        # alone, rather than failing the batch it would have joined.
+        raise InvalidField(f"{name} must not contain NUL characters")
     return value
 
 
