@@ -227,8 +227,9 @@ messages = Table(
     Column("recalled_at", BigInteger),
     UniqueConstraint("sender", "msgid"),
     UniqueConstraint("gid", "group_seq"),
-    # 1:1 history in both directions, newest first.
-    Index("ix_messages_sender_to_uid_created_at", "sender", "to_uid", "created_at"),
+    # 1:1 history, newest first, and unread counts: one index serves
+    # both directions of a conversation (two equality probes), since each
+    # index costs every new message a page write of its own.
     Index("ix_messages_to_uid_sender_created_at", "to_uid", "sender", "created_at"),
     Index("ix_messages_gid_created_at", "gid", "created_at"),
     # A recipient acknowledges by msgid alone (seed 001's IM_MESSAGE_ACK).
@@ -244,7 +245,12 @@ inbox = Table(
     # Set when a session of the recipient acknowledged the message; until
     # then it is part of offline sync.
     Column("received", Boolean, nullable=False, server_default=text("false")),
-    Index("ix_inbox_uid_received_seq", "uid", "received", "seq"),
+    # Offline sync reads only what is not received yet, so only that is
+    # indexed: a message's entry goes in at its send and leaves at its
+    # acknowledgement, on the same few pages, where an index of every row
+    # moved each acknowledged entry to another page (docs/benchmarks.rst,
+    # round 4).  Queries must say "received = false" as this does.
+    Index("ix_inbox_unreceived", "uid", "seq", sqlite_where=text("received = 0"), postgresql_where=text("received = false")),
     Index("ix_inbox_message_id", "message_id"),
 )
 
