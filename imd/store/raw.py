@@ -28,7 +28,7 @@ import orjson
 from sqlalchemy.engine import Connection
 
 # Rows per VALUES list on SQLite: 10 columns x 400 rows stays well under
-# its 32,766 bound parameters.  Postgres takes a column as one array.
+# its 32,766 bound parameters.  Postgres takes the rows as one JSON array.
 CHUNK = 400
 PG_CHUNK = 5000
 
@@ -73,14 +73,17 @@ class Raw:
         """
         C{rows} as a common table expression C{name}, for a C{WITH}: (its
         SQL, its parameters).  C{columns} maps each column to its Postgres
-        type.  SQLite gets a VALUES list; Postgres one array per column
-        through unnest, which binds ten parameters instead of thousands
-        and plans the same statement every time.
+        type.  SQLite gets a VALUES list; Postgres one JSON array of the
+        rows, one parameter, the same statement for any number of rows.
+        Not an array per column: psycopg builds those in Python, with the
+        GIL held, ten times the CPU of orjson's one string (400 messages:
+        4.7 against 0.5 ms), and Postgres parses jsonb faster than it takes
+        the arrays apart.
         """
         head = f"{name}({', '.join(columns)})"
         if self.postgres:
-            arrays = ", ".join(f"?::{t}[]" for t in columns.values())
-            return f"{head} AS (SELECT * FROM unnest({arrays}))", [list(c) for c in zip(*rows)]
+            picks = ", ".join(f"(e->>{i})::{t}" for i, t in enumerate(columns.values()))
+            return f"{head} AS (SELECT {picks} FROM jsonb_array_elements(?::jsonb) AS e)", [orjson.dumps(rows).decode()]
         return f"{head} AS ({values(len(rows), len(columns))})", [v for row in rows for v in row]
 
     def insert(self, table: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:
