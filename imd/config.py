@@ -165,6 +165,9 @@ class DatabaseConfig:
     url: str = key("sqlite:///var/imd.sqlite3", _database_url)
     migrate_on_start: bool = key(True)
     pool_size: int = key(5, _positive, "Postgres connections (and store threads)")
+    sqlite_checkpoint_pages: int = key(
+        10_000, _positive, "SQLite: WAL pages after which a commit copies the WAL back into the database"
+    )
 
 
 @dataclass(frozen=True)

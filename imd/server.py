@@ -98,6 +98,7 @@ class Server:
             self.config.database.pool_size,
             reactor=self.reactor,
             observer=self.metrics.observe_store,
+            checkpoint_pages=self.config.database.sqlite_checkpoint_pages,
         )
 
     @cached_property

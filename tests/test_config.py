@@ -343,6 +343,7 @@ class ErrorTests(ConfigTestCase):
             ("longconn", "max_frame"),
             ("longconn", "idle_timeout"),
             ("database", "pool_size"),
+            ("database", "sqlite_checkpoint_pages"),
             ("files", "max_size"),
             ("sms", "code_ttl"),
             ("sms", "max_attempts"),

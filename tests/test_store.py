@@ -425,7 +425,13 @@ class PostgresSmsCodeStoreTests(SmsCodeStoreMixin, PostgresBackend, unittest.Tes
 
 
 class SQLiteDatabaseTests(DatabaseMixin, SQLiteBackend, unittest.TestCase):
-    pass
+    def test_checkpoint_pages(self):
+        for pages in (None, 1234):
+            store = Store(self.database_url(), reactor=reactor, **({} if pages is None else {"checkpoint_pages": pages}))
+            self.addCleanup(store.db.engine.dispose)
+            with store.db.engine.connect() as conn:
+                found = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+            self.assertEqual(found, pages or 10_000)
 
 
 class PostgresDatabaseTests(DatabaseMixin, PostgresBackend, unittest.TestCase):

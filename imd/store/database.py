@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from imd.config import DatabaseConfig
 from imd.store.raw import Raw
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ log = Logger()
 # was rolled back whole and may simply be run again.
 RETRY_SQLSTATES = ("40P01", "40001")
 RETRIES = 3
+DEFAULT_CHECKPOINT_PAGES = DatabaseConfig.sqlite_checkpoint_pages
 
 
 class Observer(Protocol):
@@ -48,10 +50,11 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def create_imd_engine(url: str, pool_size: int = 5) -> Engine:
+def create_imd_engine(url: str, pool_size: int = 5, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> Engine:
+    """C{checkpoint_pages}: SQLite's C{wal_autocheckpoint} (database.sqlite_checkpoint_pages)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, checkpoint_pages)
     return create_engine(
         parsed,
         pool_size=pool_size,
@@ -63,7 +66,7 @@ def create_imd_engine(url: str, pool_size: int = 5) -> Engine:
     )
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, checkpoint_pages: int) -> Engine:
     path = url.database
     memory = not path or path == ":memory:"
     if memory:
@@ -99,13 +102,11 @@ def _sqlite_engine(url: URL) -> Engine:
         # 64 MiB of pages (the default is 2 MiB): a batch of messages
         # touches a leaf page per sender and per recipient in each index.
         cursor.execute("PRAGMA cache_size=-65536")
-        # SQLite's default of 1,000 pages, said aloud: the commit that
-        # passes it copies the WAL back into the database and waits for
-        # that.  10,000 saved a few per cent at full load but made each
-        # such commit ten times longer: at 1,000 messages a second on
-        # 450,000 of history, delivery p99 48-66 ms against 29-31 ms
-        # (docs/benchmarks.rst, round 4).
-        cursor.execute("PRAGMA wal_autocheckpoint=1000")
+        # The commit that takes the WAL past this many pages copies it
+        # back into the database and waits for that.  Fewer copies write
+        # each hot index page once for many commits; each copy is longer.
+        # Which wins depends on the disk (docs/benchmarks.rst, round 4).
+        cursor.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -134,11 +135,12 @@ class Database:
         pool_size: int = 5,
         reactor: Any = None,
         observer: Observer | None = None,
+        checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.url = url
-        self.engine = create_imd_engine(url, pool_size)
+        self.engine = create_imd_engine(url, pool_size, checkpoint_pages)
         self.dialect = self.engine.dialect.name
         threads = 1 if self.dialect == "sqlite" else pool_size
         self._reactor = reactor

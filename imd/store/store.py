@@ -6,7 +6,7 @@ from typing import Any
 
 from imd.store import migrate
 from imd.store.claims import ClaimStore
-from imd.store.database import Database, Observer
+from imd.store.database import DEFAULT_CHECKPOINT_PAGES, Database, Observer
 from imd.store.directory import DirectoryStore
 from imd.store.files import FileStore
 from imd.store.groups import GroupStore
@@ -26,8 +26,9 @@ class Store:
         pool_size: int = 5,
         reactor: Any = None,
         observer: Observer | None = None,
+        checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
     ) -> None:
-        self.db = Database(url, pool_size, reactor=reactor, observer=observer)
+        self.db = Database(url, pool_size, reactor=reactor, observer=observer, checkpoint_pages=checkpoint_pages)
         self.users = UserStore(self.db)
         self.tokens = TokenStore(self.db)
         self.sms_codes = SmsCodeStore(self.db)
