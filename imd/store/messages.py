@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from sqlalchemy import and_, false, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -245,7 +245,7 @@ class MessageStore:
             ids = select(m.id).join(s.inbox, i.message_id == m.id).where(i.uid == uid, m.to_uid == uid, stored)
             return conn.execute(
                 update(s.inbox)
-                .where(i.uid == uid, i.received == false())
+                .where(i.uid == uid, s.inbox_unreceived)
                 .where(i.message_id.in_(ids))
                 .values(received=True)
             ).rowcount
@@ -437,7 +437,7 @@ def _offline_page(conn: Connection, uid: str, after_seq: int, limit: int) -> lis
     rows = conn.execute(
         select(i.seq, *_COLUMNS)
         .join(s.inbox, i.message_id == m.id)
-        .where(i.uid == uid, i.received == false(), i.seq > after_seq)
+        .where(i.uid == uid, s.inbox_unreceived, i.seq > after_seq)
         .order_by(i.seq)
         .limit(limit)
     )

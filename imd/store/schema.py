@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -245,14 +246,17 @@ inbox = Table(
     # Set when a session of the recipient acknowledged the message; until
     # then it is part of offline sync.
     Column("received", Boolean, nullable=False, server_default=text("false")),
-    # Offline sync reads only what is not received yet, so only that is
-    # indexed: a message's entry goes in at its send and leaves at its
-    # acknowledgement, on the same few pages, where an index of every row
-    # moved each acknowledged entry to another page (docs/benchmarks.rst,
-    # round 4).  Queries must say "received = false" as this does.
-    Index("ix_inbox_unreceived", "uid", "seq", sqlite_where=text("received = 0"), postgresql_where=text("received = false")),
     Index("ix_inbox_message_id", "message_id"),
 )
+
+# The inbox rows offline sync reads.  Only they are indexed: a message's
+# entry goes in at its send and leaves at its acknowledgement, on the same
+# few pages, where an index of every row moved each acknowledged entry to
+# another page (docs/benchmarks.rst, round 4).  The databases use a
+# partial index only for a query that states its condition as written, so
+# queries take this expression rather than spelling their own.
+inbox_unreceived = inbox.c.received == false()
+Index("ix_inbox_unreceived", inbox.c.uid, inbox.c.seq, sqlite_where=inbox_unreceived, postgresql_where=inbox_unreceived)
 
 receipts = Table(
     "receipts",
