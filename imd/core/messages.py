@@ -21,6 +21,7 @@ from imd.core.roster import request_data
 from imd.errors import Conflict, Forbidden, IMError, InvalidField, NotFound, TooLate
 from imd.hub.interfaces import Event
 from imd.store.messages import Message, message_data
+from imd.store.missed import MissedQuery
 
 log = Logger()
 
@@ -53,7 +54,7 @@ class MessageService:
     ) -> None:
         """C{outbox}: the outbox kind each new message adds a row of (None: none)."""
         self._messages = store.messages
-        self._notices = store.notices
+        self._missed = store.missed
         self._outbox = outbox
         self._roster = store.roster
         self._groups = store.groups
@@ -181,12 +182,12 @@ class MessageService:
         C{cursor}, which is moved past them); with C{others}, the friend
         requests, group invites and kept notifications it has not received.
         """
+        if cursor is None:
+            cursor = Cursor()
+        missed = yield self._missed.read(MissedQuery(uid, messages, others, limit, cursor.direct_seq, cursor.group))
         found: list[Event] = []
         if messages:
-            if cursor is None:
-                cursor = Cursor()
-            direct = yield self._messages.offline_page(uid, cursor.direct_seq, limit)
-            group = yield self._messages.group_offline(uid, None, limit, cursor.group)
+            direct, group = missed.direct, missed.group
             if direct:
                 cursor.direct_seq = direct[-1][0]
             if group:
@@ -194,13 +195,9 @@ class MessageService:
             cursor.done = len(direct) < limit and len(group) < limit
             found += [Event(events.MESSAGE, message_data(message)) for _, message in direct]
             found += [Event(events.MESSAGE, message_data(message)) for message in group]
-        if others:
-            for request in (yield self._roster.pending_requests(uid, True)):
-                found.append(Event(events.ROSTER_REQUEST, request_data(request)))
-            for invite in (yield self._groups.pending_invites(uid, True)):
-                found.append(Event(events.GROUP_INVITE, invite_data(invite)))
-            for notice in (yield self._notices.pending(uid, limit)):
-                found.append(Event(events.NOTICE, kept_data(notice)))
+        found += [Event(events.ROSTER_REQUEST, request_data(request)) for request in missed.requests]
+        found += [Event(events.GROUP_INVITE, invite_data(invite)) for invite in missed.invites]
+        found += [Event(events.NOTICE, kept_data(notice)) for notice in missed.notices]
         returnValue(found)
 
     @inlineCallbacks

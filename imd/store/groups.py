@@ -208,13 +208,7 @@ class GroupStore:
         return self._db.run("groups.pending_invite", thd)
 
     def pending_invites(self, msgto: str, only_unreceived: bool = False) -> "Deferred[list[GroupInvite]]":
-        def thd(conn: Connection) -> list[GroupInvite]:
-            query = select(*_INVITE_COLUMNS).where(gi.msgto == msgto, gi.state == PENDING)
-            if only_unreceived:
-                query = query.where(gi.received.is_(False))
-            return [_invite(row) for row in conn.execute(query.order_by(gi.id))]
-
-        return self._db.run("groups.pending_invites", thd)
+        return self._db.run("groups.pending_invites", read_pending_invites, msgto, only_unreceived)
 
     def mark_invite_received(self, msgto: str, msgid: str) -> "Deferred[int]":
         def thd(conn: Connection) -> int:
@@ -343,3 +337,11 @@ class GroupStore:
             return members
 
         return self._db.run("groups.dissolve", thd)
+
+
+def read_pending_invites(conn: Connection, msgto: str, only_unreceived: bool) -> list[GroupInvite]:
+    """L{GroupStore.pending_invites}, in C{conn}'s transaction."""
+    query = select(*_INVITE_COLUMNS).where(gi.msgto == msgto, gi.state == PENDING)
+    if only_unreceived:
+        query = query.where(gi.received.is_(False))
+    return [_invite(row) for row in conn.execute(query.order_by(gi.id))]

@@ -207,10 +207,10 @@ class MessageStore:
         sequence of the last one is remembered as shown to C{uid}
         (L{mark_received_until}).
         """
-        i, u = s.inbox.c, s.users.c
+        u = s.users.c
 
         def thd(conn: Connection) -> list[Message]:
-            page = _offline_page(conn, uid, 0, limit)
+            page = read_offline_page(conn, uid, 0, limit)
             if page:
                 last = page[-1][0]
                 # Never backwards: of two fetches racing, both showed what they showed.
@@ -227,7 +227,7 @@ class MessageStore:
         oldest first, each with its inbox sequence: the next page starts
         after the last one, whether or not this page is acknowledged.
         """
-        return self._db.run("messages.offline_page", lambda conn: _offline_page(conn, uid, after_seq, limit))
+        return self._db.run("messages.offline_page", read_offline_page, uid, after_seq, limit)
 
     def mark_received_until(self, uid: str, until: int, shown_before: int | None = None) -> "Deferred[int]":
         """
@@ -283,22 +283,7 @@ class MessageStore:
         seq), only those past it in that order (the next page).
         """
 
-        def thd(conn: Connection) -> list[Message]:
-            gm = s.group_members.c
-            query = (
-                select(*_COLUMNS)
-                .join(s.group_members, and_(gm.gid == m.gid, gm.uid == uid))
-                .where(m.group_seq > gm.synced_seq, m.sender != uid)
-                .order_by(m.gid, m.group_seq)
-                .limit(limit)
-            )
-            if gid is not None:
-                query = query.where(m.gid == gid)
-            if after is not None:
-                query = query.where(tuple_(m.gid, m.group_seq) > tuple_(*after))
-            return [_message(row) for row in conn.execute(query)]
-
-        return self._db.run("messages.group_offline", thd)
+        return self._db.run("messages.group_offline", read_group_offline, uid, gid, limit, after)
 
     def group_acked(self, uid: str, gid: str, seq: int) -> "Deferred[None]":
         """
@@ -432,7 +417,8 @@ class MessageStore:
         return self._db.run("messages.unread", thd)
 
 
-def _offline_page(conn: Connection, uid: str, after_seq: int, limit: int) -> list[tuple[int, Message]]:
+def read_offline_page(conn: Connection, uid: str, after_seq: int, limit: int) -> list[tuple[int, Message]]:
+    """L{MessageStore.offline_page}, in C{conn}'s transaction."""
     i = s.inbox.c
     rows = conn.execute(
         select(i.seq, *_COLUMNS)
@@ -442,3 +428,22 @@ def _offline_page(conn: Connection, uid: str, after_seq: int, limit: int) -> lis
         .limit(limit)
     )
     return [(row.seq, _message(row)) for row in rows]
+
+
+def read_group_offline(
+    conn: Connection, uid: str, gid: str | None, limit: int, after: tuple[str, int] | None
+) -> list[Message]:
+    """L{MessageStore.group_offline}, in C{conn}'s transaction."""
+    gm = s.group_members.c
+    query = (
+        select(*_COLUMNS)
+        .join(s.group_members, and_(gm.gid == m.gid, gm.uid == uid))
+        .where(m.group_seq > gm.synced_seq, m.sender != uid)
+        .order_by(m.gid, m.group_seq)
+        .limit(limit)
+    )
+    if gid is not None:
+        query = query.where(m.gid == gid)
+    if after is not None:
+        query = query.where(tuple_(m.gid, m.group_seq) > tuple_(*after))
+    return [_message(row) for row in conn.execute(query)]

@@ -73,14 +73,7 @@ class NoticeStore:
 
     def pending(self, uid: str, limit: int = 500) -> "Deferred[list[Notice]]":
         """C{uid}'s notices not yet received, oldest first."""
-
-        def thd(conn: Connection) -> list[Notice]:
-            rows = conn.execute(
-                select(*_COLUMNS).where(n.uid == uid, n.received.is_(False)).order_by(n.id).limit(limit)
-            )
-            return [Notice(*row) for row in rows]
-
-        return self._db.run("notices.pending", thd)
+        return self._db.run("notices.pending", read_pending_notices, uid, limit)
 
     def mark_received(self, uid: str, notice_id: int) -> "Deferred[bool]":
         def thd(conn: Connection) -> bool:
@@ -97,3 +90,9 @@ class NoticeStore:
             return conn.execute(delete(s.notices).where(n.received.is_(True), n.created_at < before)).rowcount
 
         return self._db.run("notices.purge_received", thd)
+
+
+def read_pending_notices(conn: Connection, uid: str, limit: int) -> list[Notice]:
+    """L{NoticeStore.pending}, in C{conn}'s transaction."""
+    rows = conn.execute(select(*_COLUMNS).where(n.uid == uid, n.received.is_(False)).order_by(n.id).limit(limit))
+    return [Notice(*row) for row in rows]

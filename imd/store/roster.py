@@ -231,14 +231,7 @@ class RosterStore:
         return self._db.run("roster.mark_received_from", thd)
 
     def pending_requests(self, msgto: str, only_unreceived: bool = False) -> "Deferred[list[FriendRequest]]":
-        def thd(conn: Connection) -> list[FriendRequest]:
-            c = s.friend_requests.c
-            query = select(*_REQUEST_COLUMNS).where(c.msgto == msgto, c.state == PENDING)
-            if only_unreceived:
-                query = query.where(c.received.is_(False))
-            return [_request(row) for row in conn.execute(query.order_by(c.id))]
-
-        return self._db.run("roster.pending_requests", thd)
+        return self._db.run("roster.pending_requests", read_pending_requests, msgto, only_unreceived)
 
     def mark_request_received(self, msgto: str, msgid: str) -> "Deferred[int]":
         def thd(conn: Connection) -> int:
@@ -345,3 +338,12 @@ def _befriend(conn: Connection, uid: str, fid: str, gid: str, remark: str, now: 
         conn.execute(
             insert(s.friendships).values(uid=uid, fid=fid, gid=gid, remark=remark, created_at=now)
         )
+
+
+def read_pending_requests(conn: Connection, msgto: str, only_unreceived: bool) -> list[FriendRequest]:
+    """L{RosterStore.pending_requests}, in C{conn}'s transaction."""
+    c = s.friend_requests.c
+    query = select(*_REQUEST_COLUMNS).where(c.msgto == msgto, c.state == PENDING)
+    if only_unreceived:
+        query = query.where(c.received.is_(False))
+    return [_request(row) for row in conn.execute(query.order_by(c.id))]

@@ -12,6 +12,7 @@ from imd.store.files import FileStore
 from imd.store.groups import GroupStore
 from imd.store.apps import AppStore
 from imd.store.messages import MessageStore
+from imd.store.missed import MissedStore
 from imd.store.notices import NoticeStore
 from imd.store.outbox import OutboxStore
 from imd.store.profiles import ProfileStore
@@ -35,6 +36,7 @@ class Store:
         self.roster = RosterStore(self.db)
         self.groups = GroupStore(self.db)
         self.messages = MessageStore(self.db)
+        self.missed = MissedStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.apps = AppStore(self.db)
         self.notices = NoticeStore(self.db)

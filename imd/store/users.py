@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
@@ -12,6 +13,7 @@ from twisted.internet.defer import Deferred
 
 from imd.errors import Conflict
 from imd.store import schema as s
+from imd.store.batch import Batcher
 from imd.store.database import Database
 
 
@@ -213,9 +215,23 @@ class TokenRow:
     disabled: bool
 
 
+def _tokens(conn: Connection, hashes: Sequence[str]) -> list[TokenRow | None]:
+    t = s.tokens.c
+    rows = conn.execute(
+        select(t.token_hash, t.uid, t.created_at, t.expires_at, s.users.c.disabled)
+        .join(s.users, s.users.c.uid == t.uid)
+        .where(t.token_hash.in_(set(hashes)))
+    )
+    found = {row.token_hash: TokenRow(row.uid, row.created_at, row.expires_at, row.disabled) for row in rows}
+    return [found.get(h) for h in hashes]
+
+
 class TokenStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Every login and every authenticated request looks its token up:
+        # those arriving together share one statement and transaction.
+        self._lookups = Batcher(db, "tokens.get", _tokens, max_batch=500)
 
     def add(self, token_hash: str, uid: str, now: int, expires_at: int) -> "Deferred[None]":
         def thd(conn: Connection) -> None:
@@ -228,17 +244,7 @@ class TokenStore:
         return self._db.run("tokens.add", thd)
 
     def get(self, token_hash: str) -> "Deferred[TokenRow | None]":
-        def thd(conn: Connection) -> TokenRow | None:
-            row = conn.execute(
-                select(
-                    s.tokens.c.uid, s.tokens.c.created_at, s.tokens.c.expires_at, s.users.c.disabled
-                )
-                .join(s.users, s.users.c.uid == s.tokens.c.uid)
-                .where(s.tokens.c.token_hash == token_hash)
-            ).first()
-            return None if row is None else TokenRow(**row._mapping)
-
-        return self._db.run("tokens.get", thd)
+        return self._lookups.submit(token_hash)
 
     def extend(self, token_hash: str, expires_at: int) -> "Deferred[None]":
         def thd(conn: Connection) -> None:
