@@ -346,10 +346,13 @@ class FakePublisher:
 
     def __init__(self):
         self.published = []
+        self.commands = 0
 
-    def publish(self, channel, payload):
-        self.published.append((channel, json.loads(payload)))
-        return succeed(1)
+    def eval(self, script, keys, args):
+        # The bridge's only script publishes ARGV[i] on KEYS[i].
+        self.commands += 1
+        self.published += [(channel, json.loads(payload)) for channel, payload in zip(keys, args)]
+        return succeed(None)
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: succeed(None)
@@ -364,7 +367,8 @@ class RedisHubDelegationTests(unittest.TestCase):
     def setUp(self):
         self.local = LocalHub()
         self.metrics = Metrics(lambda: {})
-        self.hub = RedisHub("redis://127.0.0.1:1/0", MemoryReactorClock(), prefix="p", metrics=self.metrics, local=self.local)
+        self.clock = MemoryReactorClock()
+        self.hub = RedisHub("redis://127.0.0.1:1/0", self.clock, prefix="p", metrics=self.metrics, local=self.local)
         self.presence = []
         self.hub.presence_observers.append(lambda uid, online: self.presence.append((uid, online)))
 
@@ -382,11 +386,39 @@ class RedisHubDelegationTests(unittest.TestCase):
         self.hub.register(FakeSession("alice", "phone"))
         self.hub._redis = publisher = FakePublisher()
         self.hub._publisher_up()
+        self.clock.advance(0)
         self.assertEqual(
             [(channel, m["d"]["n"]) for channel, m in publisher.published],
             [("p:u:bob", 0), ("p:u:carol", 0), ("p:u:bob", 1), ("p:u:carol", 1), ("p:u:bob", 2), ("p:u:carol", 2)],
         )
         self.assertEqual({m["op"] for _, m in publisher.published}, {"event"})
+
+    def test_a_turns_publications_are_one_command(self):
+        self.hub.instance = "a"
+        self.hub._redis = publisher = FakePublisher()
+        self.hub._publisher_ready = True
+        self.hub.deliver(["bob", "carol"], Event("message", {"n": 1}))
+        self.hub.deliver(["bob"], Event("message", {"n": 2}))
+        self.assertEqual(publisher.published, [])
+        self.clock.advance(0)
+        self.assertEqual(publisher.commands, 1)
+        self.assertEqual(
+            [(channel, m["d"]["n"], m["o"]) for channel, m in publisher.published],
+            [("p:u:bob", 1, "a"), ("p:u:carol", 1, "a"), ("p:u:bob", 2, "a")],
+        )
+        self.assertEqual(self.metrics.redis_published._value.get(), 3)
+
+    def test_a_publisher_lost_before_the_turn_ends_holds_its_events(self):
+        self.hub.instance = "a"
+        self.hub._redis = publisher = FakePublisher()
+        self.hub._publisher_ready = True
+        self.hub.deliver(["bob"], Event("message", {"n": 1}))
+        self.hub._publisher_down()
+        self.clock.advance(0)
+        self.assertEqual(publisher.published, [])
+        self.hub._publisher_up()
+        self.clock.advance(0)
+        self.assertEqual([(channel, m["d"]["n"]) for channel, m in publisher.published], [("p:u:bob", 1)])
 
     def test_past_what_is_held_users_resync(self):
         self.patch(redis_hub, "MAX_HELD", 2)
@@ -395,6 +427,7 @@ class RedisHubDelegationTests(unittest.TestCase):
             self.hub.deliver([uid], Event("message", {"to": uid}))
         self.hub._redis = publisher = FakePublisher()
         self.hub._publisher_up()
+        self.clock.advance(0)
         sent = [(channel, m["op"]) for channel, m in publisher.published]
         self.assertEqual(sent[:2], [("p:u:bob", "event"), ("p:u:carol", "event")])
         self.assertEqual(sorted(sent[2:]), [("p:u:dave", "resync"), ("p:u:erin", "resync")])

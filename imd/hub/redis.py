@@ -45,6 +45,9 @@ SUBSCRIBE_BATCH = 500
 # Publications held while the publisher reconnects, to be sent in order
 # when it is back; past this, a user who missed one is told to resync.
 MAX_HELD = 10_000
+# Publications per command: one reactor turn's, in order.
+PUBLISH_BATCH = 1000
+_PUBLISH_ALL = "for i = 1, #KEYS do redis.call('PUBLISH', KEYS[i], ARGV[i]) end"
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -115,6 +118,8 @@ class RedisHub:
         self._redis: Any = None
         self._publisher_ready = False
         self._held: list[tuple[str, dict]] = []
+        self._outgoing: list[tuple[str, dict]] = []
+        self._flush_call: Any = None
         self._overflowed: set[str] = set()
         self._had_subscriber = False
         self._loops: list[LoopingCall] = []
@@ -180,6 +185,9 @@ class RedisHub:
         for loop in self._loops:
             if loop.running:
                 loop.stop()
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush()
         if self._publisher_ready:
             try:
                 # A clean goodbye: our sessions are gone at once, not after the TTL.
@@ -408,25 +416,52 @@ class RedisHub:
 
     def _publish(self, uid: str, message: dict) -> None:
         if not self._publisher_ready:
-            # An event is held, not dropped: the other instances would
-            # never know they missed it (their subscribers may never have
-            # gone away).  A kick is not: sent late, it could hit a session
-            # that logged in after it.
-            if message.get("op") != "event":
-                pass
-            elif len(self._held) < MAX_HELD:
-                self._held.append((uid, message))
-            else:
-                self._overflowed.add(uid)
-            if self._metrics is not None:
-                self._metrics.redis_skipped.inc()
+            self._hold(uid, message)
             return
-        message["o"] = self.instance
-        payload = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-        d = self._redis.publish(self._channel(uid), payload)
-        d.addErrback(lambda f: log.failure("hub: publishing to {uid}", f, uid=uid))
+        self._outgoing.append((uid, message))
+        if self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)
+
+    def _hold(self, uid: str, message: dict) -> None:
+        # An event is held, not dropped: the other instances would never
+        # know they missed it (their subscribers may never have gone
+        # away).  A kick is not: sent late, it could hit a session that
+        # logged in after it.
+        if message.get("op") != "event":
+            pass
+        elif len(self._held) < MAX_HELD:
+            self._held.append((uid, message))
+        else:
+            self._overflowed.add(uid)
         if self._metrics is not None:
-            self._metrics.redis_published.inc()
+            self._metrics.redis_skipped.inc()
+
+    def _flush(self) -> None:
+        """
+        What this reactor turn published, in order, as one command (a
+        script of PUBLISHes): one each, through txredisapi, cost a
+        Deferred, a reply timer and a trip through its connection pool,
+        36 % of the reactor's time at p2p max (docs/benchmarks.rst, round 5).
+        """
+        self._flush_call = None
+        outgoing, self._outgoing = self._outgoing, []
+        if not self._publisher_ready:
+            for uid, message in outgoing:
+                self._hold(uid, message)
+            return
+        for i in range(0, len(outgoing), PUBLISH_BATCH):
+            chunk = outgoing[i : i + PUBLISH_BATCH]
+            channels = [self._channel(uid) for uid, _ in chunk]
+            # An event for many users (a group's message) is one dict: encoded once.
+            encoded: dict[int, str] = {}
+            for _, message in chunk:
+                if id(message) not in encoded:
+                    message["o"] = self.instance
+                    encoded[id(message)] = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+            d = self._redis.eval(_PUBLISH_ALL, channels, [encoded[id(message)] for _, message in chunk])
+            d.addErrback(lambda f, n=len(chunk): log.failure("hub: publishing {n} events", f, n=n))
+        if self._metrics is not None:
+            self._metrics.redis_published.inc(len(outgoing))
 
     def _received(self, channel: Any, payload: Any) -> None:
         try:
