@@ -5,10 +5,16 @@ its own words, and parses its words back into core values.
 
 from __future__ import annotations
 
+import json
+
 from twisted.trial import unittest
 
 from imd.channels.longconn import msgtypes as T
+from imd.channels.longconn import protocol as longconn_protocol
+from imd.channels.longconn.protocol import LongConnProtocol, LongConnSession
+from imd.channels.longconn.websocket import WebSocketProtocol
 from imd.channels.longconn import serialize as longconn
+from imd.channels.longconn.framing import decode_body
 from imd.channels.longconn.wiretime import format_time
 from imd.channels.methodapi import serialize as methodapi
 from imd.channels.xmpp import envelope
@@ -140,6 +146,34 @@ class MessageTests(unittest.TestCase):
         self.assertEqual((stanza["from"], stanza["type"]), ("g1@localhost/alice", "groupchat"))
         doc = envelope.parse(str(stanza.body))
         self.assertEqual((doc.gid, doc.kind, doc.content), ("g1", "image", "f1"))
+
+
+    def test_a_group_message_is_encoded_once_for_its_members(self):
+        calls = []
+        real = longconn.event
+        self.patch(longconn, "event", lambda uid, res, e: calls.append((uid, res)) or real(uid, res, e))
+
+        def frame(cls, uid, res, event):
+            protocol = cls.__new__(cls)
+            protocol.session = LongConnSession(None, uid, res)
+            return longconn_protocol._frame(protocol, event)
+
+        event = Event(events.MESSAGE, self.message(to_uid=None, gid="g1", group_seq=3))
+        frames = [frame(LongConnProtocol, uid, "phone", event) for uid in ("bob", "carol", "dave")]
+        self.assertEqual(len(set(frames)), 1)
+        self.assertEqual(calls, [("bob", "phone")])
+        self.assertEqual(decode_body(frames[0][8:])["to_res"], "phone")
+        # Another resource, another event (even with the same data), or
+        # another encoding of frames: encoded again.
+        self.assertEqual(decode_body(frame(LongConnProtocol, "erin", "pad", event)[8:])["to_res"], "pad")
+        frame(LongConnProtocol, "bob", "pad", Event(events.MESSAGE, event.data))
+        self.assertEqual(json.loads(frame(WebSocketProtocol, "bob", "pad", event))["body"]["to_res"], "pad")
+        self.assertEqual(len(calls), 4)
+        # An event rendered for its user is never taken from another's.
+        notice = Event(events.NOTICE, notice_data("shop", "x", False, NOW, "bob", None, 7))
+        for uid in ("bob", "bob"):
+            frame(LongConnProtocol, uid, "pad", notice)
+        self.assertEqual(len(calls), 6)
 
 
 class NoticeTests(unittest.TestCase):

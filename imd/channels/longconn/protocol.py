@@ -33,6 +33,29 @@ if TYPE_CHECKING:
 log = Logger()
 
 
+# Events whose frame depends on the receiving session's resource only,
+# not on its user: a group's message is the same frame for every member.
+_SHARED = frozenset((events.MESSAGE, events.MESSAGE_COPY))
+# The last such frame, as (event, resource, protocol class, bytes): the
+# hub hands one event to every recipient's session in one loop, so a group
+# of 1,000 encodes its message once instead of 1,000 times.
+_last_frame: tuple[Event, str, type, bytes | None] | None = None
+
+
+def _frame(protocol: "LongConnProtocol", event: Event) -> bytes | None:
+    """C{event} encoded for C{protocol}'s session; None: not for this design."""
+    global _last_frame
+    uid, resource, kind = protocol.session.uid, protocol.session.resource, type(protocol)
+    last = _last_frame
+    if last is not None and last[0] is event and last[1] == resource and last[2] is kind:
+        return last[3]
+    frame = serialize.event(uid, resource, event)
+    data = None if frame is None else protocol.encode_frame(*frame)
+    if event.kind in _SHARED:
+        _last_frame = (event, resource, kind, data)
+    return data
+
+
 class LongConnSession(ChannelSession):
     channel = "longconn"
 
@@ -78,8 +101,11 @@ class LongConnProtocol(FramedProtocol):
 
     # -- frames out -------------------------------------------------------
 
+    def encode_frame(self, msgtype: int, body: dict) -> bytes:
+        return encode(msgtype, body)
+
     def send(self, msgtype: int, body: dict) -> None:
-        self.write(encode(msgtype, body))
+        self.write(self.encode_frame(msgtype, body))
 
     def ack(self, msgtype: int, msgid: Any, err: str = "", **extra: Any) -> None:
         body = {"type": str(msgtype), "msgid": msgid if isinstance(msgid, str) else str(msgid or ""), "err": err}
@@ -107,9 +133,9 @@ class LongConnProtocol(FramedProtocol):
         self.close()
 
     def render(self, event: Event) -> Deferred | None:
-        frame = serialize.event(self.session.uid, self.session.resource, event)
-        if frame is not None:
-            self.send(*frame)
+        data = _frame(self, event)
+        if data is not None:
+            self.write(data)
         if event.kind == events.NOTICE and event.data.get("id") is not None:
             # Seed 001 has no acknowledgement of a notification: written is received.
             d = self.server.notices.received(self.session.uid, event.data["id"])

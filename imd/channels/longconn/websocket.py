@@ -135,8 +135,8 @@ class WebSocketProtocol(LongConnProtocol):
             return None
         return [[msgtype, body]]
 
-    def send(self, msgtype: int, body: dict) -> None:
-        self.write(dumps({"msgtype": msgtype, "body": body}))
+    def encode_frame(self, msgtype: int, body: dict) -> bytes:
+        return dumps({"msgtype": msgtype, "body": body})
 
 
 class WebSocketFactory(ChannelFactory):
