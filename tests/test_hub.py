@@ -349,9 +349,9 @@ class FakePublisher:
         self.commands = 0
 
     def eval(self, script, keys, args):
-        # The bridge's only script publishes ARGV[i] on KEYS[i].
+        # The bridge's only script publishes each payload of ARGV on the channel before it.
         self.commands += 1
-        self.published += [(channel, json.loads(payload)) for channel, payload in zip(keys, args)]
+        self.published += [(channel, json.loads(payload)) for channel, payload in zip(args[::2], args[1::2])]
         return succeed(None)
 
     def __getattr__(self, name):

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
+from imd.store.missed import MissedQuery
 from tests.support import PostgresBackend, SQLiteBackend
 from tests.test_store import NOW, StoreMixin
 
@@ -55,7 +56,7 @@ class PlansMixin(StoreMixin):
 
     @inlineCallbacks
     def test_offline_page(self):
-        plans = yield self.plans_of(lambda: self.store.messages.offline_page("bob", 0, 500))
+        plans = yield self.plans_of(lambda: self.store.missed.read(MissedQuery("bob", True, False, 500)))
         self.assertIndexed(plans, "ix_inbox_unreceived")
 
     @inlineCallbacks

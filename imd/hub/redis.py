@@ -47,7 +47,8 @@ SUBSCRIBE_BATCH = 500
 MAX_HELD = 10_000
 # Publications per command: one reactor turn's, in order.
 PUBLISH_BATCH = 1000
-_PUBLISH_ALL = "for i = 1, #KEYS do redis.call('PUBLISH', KEYS[i], ARGV[i]) end"
+# Channels are not keys: each (channel, payload) pair goes in ARGV.
+_PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end"
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -451,14 +452,16 @@ class RedisHub:
             return
         for i in range(0, len(outgoing), PUBLISH_BATCH):
             chunk = outgoing[i : i + PUBLISH_BATCH]
-            channels = [self._channel(uid) for uid, _ in chunk]
             # An event for many users (a group's message) is one dict: encoded once.
             encoded: dict[int, str] = {}
-            for _, message in chunk:
-                if id(message) not in encoded:
+            args: list[str] = []
+            for uid, message in chunk:
+                payload = encoded.get(id(message))
+                if payload is None:
                     message["o"] = self.instance
-                    encoded[id(message)] = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-            d = self._redis.eval(_PUBLISH_ALL, channels, [encoded[id(message)] for _, message in chunk])
+                    payload = encoded[id(message)] = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+                args += (self._channel(uid), payload)
+            d = self._redis.eval(_PUBLISH_ALL, [], args)
             d.addErrback(lambda f, n=len(chunk): log.failure("hub: publishing {n} events", f, n=n))
         if self._metrics is not None:
             self._metrics.redis_published.inc(len(outgoing))

@@ -221,14 +221,6 @@ class MessageStore:
 
         return self._db.run("messages.offline", thd)
 
-    def offline_page(self, uid: str, after_seq: int, limit: int = 500) -> "Deferred[list[tuple[int, Message]]]":
-        """
-        C{uid}'s unacknowledged 1:1 messages past its inbox's C{after_seq},
-        oldest first, each with its inbox sequence: the next page starts
-        after the last one, whether or not this page is acknowledged.
-        """
-        return self._db.run("messages.offline_page", read_offline_page, uid, after_seq, limit)
-
     def mark_received_until(self, uid: str, until: int, shown_before: int | None = None) -> "Deferred[int]":
         """
         Acknowledge every offline message of C{uid} stored at or before
@@ -418,7 +410,11 @@ class MessageStore:
 
 
 def read_offline_page(conn: Connection, uid: str, after_seq: int, limit: int) -> list[tuple[int, Message]]:
-    """L{MessageStore.offline_page}, in C{conn}'s transaction."""
+    """
+    C{uid}'s unacknowledged 1:1 messages past its inbox's C{after_seq},
+    oldest first, each with its inbox sequence: the next page starts
+    after the last one, whether or not this page is acknowledged.
+    """
     i = s.inbox.c
     rows = conn.execute(
         select(i.seq, *_COLUMNS)
