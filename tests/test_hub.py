@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import secrets
 
+import txredisapi
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import fail, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
@@ -358,6 +359,18 @@ class FakePublisher:
         return lambda *args, **kwargs: succeed(None)
 
 
+class ScriptlessPublisher(FakePublisher):
+    """A Redis that refuses scripts, as some managed services do."""
+
+    def eval(self, script, keys, args):
+        self.commands += 1
+        return fail(txredisapi.ResponseError("NOPERM this user has no permissions to run the 'evalsha' command"))
+
+    def publish(self, channel, payload):
+        self.published.append((channel, json.loads(payload)))
+        return succeed(1)
+
+
 class RedisHubDelegationTests(unittest.TestCase):
     """
     The bridge, never started (so Redis is never reached), over a local hub
@@ -419,6 +432,20 @@ class RedisHubDelegationTests(unittest.TestCase):
         self.hub._publisher_up()
         self.clock.advance(0)
         self.assertEqual([(channel, m["d"]["n"]) for channel, m in publisher.published], [("p:u:bob", 1)])
+
+    def test_a_redis_without_scripts_gets_a_command_per_event(self):
+        self.hub.instance = "a"
+        self.hub._redis = publisher = ScriptlessPublisher()
+        self.hub._publisher_ready = True
+        for n in (1, 2):
+            self.hub.deliver(["bob", "carol"], Event("message", {"n": n}))
+            self.clock.advance(0)
+        self.assertEqual(publisher.commands, 1)
+        self.assertEqual(
+            [(channel, m["d"]["n"]) for channel, m in publisher.published],
+            [("p:u:bob", 1), ("p:u:carol", 1), ("p:u:bob", 2), ("p:u:carol", 2)],
+        )
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
 
     def test_past_what_is_held_users_resync(self):
         self.patch(redis_hub, "MAX_HELD", 2)

@@ -121,6 +121,8 @@ class RedisHub:
         self._held: list[tuple[str, dict]] = []
         self._outgoing: list[tuple[str, dict]] = []
         self._flush_call: Any = None
+        # Whether Redis runs the publishing script (see _script_refused).
+        self._scripts = True
         self._overflowed: set[str] = set()
         self._had_subscriber = False
         self._loops: list[LoopingCall] = []
@@ -461,10 +463,32 @@ class RedisHub:
                     message["o"] = self.instance
                     payload = encoded[id(message)] = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
                 args += (self._channel(uid), payload)
-            d = self._redis.eval(_PUBLISH_ALL, [], args)
+            if self._scripts:
+                d = self._redis.eval(_PUBLISH_ALL, [], args)
+                d.addErrback(self._script_refused, args)
+            else:
+                d = self._publish_each(args)
             d.addErrback(lambda f, n=len(chunk): log.failure("hub: publishing {n} events", f, n=n))
         if self._metrics is not None:
             self._metrics.redis_published.inc(len(outgoing))
+
+    def _script_refused(self, failure: Any, args: list[str]) -> Any:
+        """
+        A Redis that runs no scripts (some managed services refuse them)
+        refuses the script before it publishes anything: these events,
+        and every later one, go one command each.
+        """
+        failure.trap(txredisapi.ResponseError)
+        if self._scripts:
+            self._scripts = False
+            log.warn("hub: Redis refused the publishing script ({error}); publishing one command per event",
+                     error=failure.getErrorMessage())
+        return self._publish_each(args)
+
+    def _publish_each(self, args: list[str]) -> defer.Deferred:
+        return defer.gatherResults(
+            [self._redis.publish(args[i], args[i + 1]) for i in range(0, len(args), 2)], consumeErrors=True
+        )
 
     def _received(self, channel: Any, payload: Any) -> None:
         try:
