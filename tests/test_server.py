@@ -5,6 +5,7 @@ durability across SIGKILL, and the one-line failures at start-up.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -16,9 +17,10 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 import imd
+from imd.server import GC_THRESHOLDS, GIL_SWITCH_INTERVAL, Server
 from imd.store.migrate import current_revision, head_revision
 from tests.processes import TWISTD, ProcessTestMixin, free_ports, listener_env
-from tests.support import PostgresBackend, child_env
+from tests.support import PostgresBackend, child_env, make_config, sqlite_url
 
 
 class PluginTests(ProcessTestMixin, unittest.TestCase):
@@ -139,3 +141,17 @@ class SQLiteDurabilityTests(DurabilityMixin, unittest.TestCase):
 class PostgresDurabilityTests(DurabilityMixin, PostgresBackend, unittest.TestCase):
     def database_env(self) -> dict:
         return {"IMD_DATABASE_URL": self.database_url()}
+
+
+class InterpreterTests(unittest.TestCase):
+    def test_the_interpreter_is_set_for_a_server(self):
+        # Process-wide settings: the test's own are restored afterwards.
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
+        self.addCleanup(sys.setswitchinterval, sys.getswitchinterval())
+        gc.set_threshold(700, 10, 10)
+        sys.setswitchinterval(0.005)
+        server = Server(make_config(sqlite_url(self)), reactor)
+        self.addCleanup(server.store.db.engine.dispose)
+        server.make_service()
+        self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+        self.assertAlmostEqual(sys.getswitchinterval(), GIL_SWITCH_INTERVAL)
