@@ -4,43 +4,32 @@ and token lookups, many in one transaction, each answered with its own;
 on each backend.
 """
 
-import time
-
-from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
 from imd.store.missed import MissedQuery
-from imd.store.store import Store
 from tests.support import PostgresBackend, SQLiteBackend
+from tests.test_store import NOW, StoreMixin
 
 
-def now():
-    return int(time.time() * 1000)
-
-
-class MissedStoreTestsMixin:
+class MissedStoreTestsMixin(StoreMixin):
     def setUp(self):
-        self.store = Store(self.database_url(), reactor=reactor)
-        self.store.migrate()
-        self.store.start()
-        self.addCleanup(self.store.stop)
         self.transactions = []
-        self.store.db._observer = lambda name, seconds, ok: self.transactions.append(name)
+        self.store = self.make_store(observer=lambda name, seconds, ok: self.transactions.append(name))
 
     @inlineCallbacks
     def missed_by_three(self):
         """bob: two offline messages and a group message; carol: a friend request, an invite, a notice; dave: nothing."""
         for uid in ("alice", "bob", "carol", "dave"):
-            yield self.store.users.create(uid, None, now())
+            yield self.store.users.create(uid, None, NOW)
         for msgid in ("m1", "m2"):
-            yield self.store.messages.send_direct("alice", "", "bob", msgid, "text", msgid, "", now)
-        group = yield self.store.groups.create("g1", "team", "alice", 1, True, now())
-        yield self.store.groups.add_member("g1", "bob", 0, "", now())
-        yield self.store.messages.send_group("alice", "", group.gid, "g-1", "text", "hello", "", now)
-        yield self.store.roster.add_request("r1", "alice", "carol", "hi", now())
-        yield self.store.groups.add_invite("i1", "g1", "alice", "carol", "team", now())
-        yield self.store.notices.add("alice", ["carol"], None, "notice", False, now(), True)
+            yield self.store.messages.send_direct("alice", "", "bob", msgid, "text", msgid, "", lambda: NOW)
+        group = yield self.store.groups.create("g1", "team", "alice", 1, True, NOW)
+        yield self.store.groups.add_member("g1", "bob", 0, "", NOW)
+        yield self.store.messages.send_group("alice", "", group.gid, "g-1", "text", "hello", "", lambda: NOW)
+        yield self.store.roster.add_request("r1", "alice", "carol", "hi", NOW)
+        yield self.store.groups.add_invite("i1", "g1", "alice", "carol", "team", NOW)
+        yield self.store.notices.add("alice", ["carol"], None, "notice", False, NOW, True)
         del self.transactions[:]
 
     @inlineCallbacks
@@ -77,10 +66,10 @@ class MissedStoreTestsMixin:
     @inlineCallbacks
     def test_token_lookups_together(self):
         for uid in ("alice", "bob"):
-            yield self.store.users.create(uid, None, now())
+            yield self.store.users.create(uid, None, NOW)
         yield self.store.tokens.add("ha", "alice", 1, 10)
         yield self.store.tokens.add("hb", "bob", 2, 20)
-        yield self.store.users.set_disabled("bob", True, now())
+        yield self.store.users.set_disabled("bob", True, NOW)
         del self.transactions[:]
         found = yield gatherResults([self.store.tokens.get(h) for h in ("ha", "unknown", "hb", "ha")])
         alice, unknown, bob, again = found

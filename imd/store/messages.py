@@ -274,7 +274,6 @@ class MessageStore:
         (or in C{gid}), oldest first per group; with C{after}, a (gid,
         seq), only those past it in that order (the next page).
         """
-
         return self._db.run("messages.group_offline", read_group_offline, uid, gid, limit, after)
 
     def group_acked(self, uid: str, gid: str, seq: int) -> "Deferred[None]":
