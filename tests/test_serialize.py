@@ -6,6 +6,7 @@ its own words, and parses its words back into core values.
 from __future__ import annotations
 
 import json
+import time
 
 from twisted.trial import unittest
 
@@ -203,6 +204,16 @@ class CopyTests(MessageTests):
         group = serverapi.copied_message(self.message(to_uid=None, gid="g1", group_seq=2, sender_res="rest"), "")
         self.assertEqual((group["convType"], group["to"], group["fromClientType"]), ("TEAM", "g1", "REST"))
         self.assertTrue(all(isinstance(v, str) for v in copy.values()))
+
+
+class TimeTests(unittest.TestCase):
+    def test_each_second_its_own_text(self):
+        # Kept from one call to the next while the second is the same.
+        start = 1795325511000
+        first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start / 1000))
+        later = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start / 1000 + 1))
+        self.assertEqual([format_time(start), format_time(start + 999), format_time(start + 1000)], [first, first, later])
+        self.assertEqual(format_time(start + 999), first)
 
 
 class ParseTests(unittest.TestCase):

@@ -39,8 +39,19 @@ def cursor_span(body: dict) -> tuple[int, int | None]:
     return parse_span("time", body.get("time"))
 
 
+# The second of the last call and its text: messages come many to a
+# second, and each localtime() asks the C library for the zone again (a
+# thirtieth of the reactor's time in p2p max, docs/benchmarks.rst, round 6).
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_time(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+    global _last_second
+    second = ms // 1000
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+    return last[1]
 
 
 def parse_time(name: str, value: Any) -> int:
