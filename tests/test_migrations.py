@@ -9,7 +9,7 @@ import sys
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import DefaultClause, MetaData, inspect, insert, select
+from sqlalchemy import DefaultClause, MetaData, func, inspect, insert, select
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
@@ -126,6 +126,28 @@ class MigrationsMixin:
         self.assertEqual(migrate.current_revision(self.url), migrate.head_revision())
         self.assertEqual(self.schema_diff(), [])
 
+    def test_acknowledged_messages_leave_the_inbox(self):
+        migrate.upgrade(self.url, "0009")
+        engine = self.engine()
+        m = s.messages.c
+        with engine.begin() as conn:
+            for uid in ("alice", "bob"):
+                conn.execute(insert(s.users).values(uid=uid, created_at=1, updated_at=1, inbox_seq=2))
+            for seq, received in ((1, True), (2, False)):
+                message_id = conn.execute(
+                    insert(s.messages)
+                    .values(msgid=f"m{seq}", sender="alice", sender_res="", to_uid="bob", kind="text", body="x",
+                            client_time="", created_at=1)
+                    .returning(m.id)
+                ).scalar_one()
+                conn.execute(insert(s.inbox).values(uid="bob", seq=seq, message_id=message_id, received=received))
+        migrate.upgrade(self.url)
+        i = s.inbox.c
+        with engine.connect() as conn:
+            self.assertEqual([tuple(row) for row in conn.execute(select(i.uid, i.seq))], [("bob", 2)])
+            self.assertEqual(conn.execute(select(func.count()).select_from(s.messages)).scalar(), 2)
+        self.assertNotIn("ix_inbox_unreceived", {ix["name"] for ix in inspect(engine).get_indexes("inbox")})
+
     def test_orphaned_messages_get_inbox_rows(self):
         # What a crash inside a batch left before 0003 (see that revision).
         migrate.upgrade(self.url, "0002")
@@ -145,7 +167,8 @@ class MigrationsMixin:
             # m1 and m2 kept theirs (seq 1 and 2, m2 received).
             conn.execute(insert(s.inbox).values(uid="bob", seq=1, message_id=ids["m1"], received=False))
             conn.execute(insert(s.inbox).values(uid="bob", seq=2, message_id=ids["m2"], received=True))
-        migrate.upgrade(self.url)
+        # To 0009: 0010 then deletes the received row (above).
+        migrate.upgrade(self.url, "0009")
         i = s.inbox.c
         with engine.connect() as conn:
             rows = conn.execute(select(i.uid, i.seq, i.message_id, i.received).order_by(i.uid, i.seq)).all()

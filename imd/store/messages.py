@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
@@ -235,12 +235,7 @@ class MessageStore:
                 shown = select(u.offline_shown_seq).where(u.uid == uid).scalar_subquery()
                 stored = or_(stored, and_(m.created_at < shown_before, i.seq <= shown))
             ids = select(m.id).join(s.inbox, i.message_id == m.id).where(i.uid == uid, m.to_uid == uid, stored)
-            return conn.execute(
-                update(s.inbox)
-                .where(i.uid == uid, s.inbox_unreceived)
-                .where(i.message_id.in_(ids))
-                .values(received=True)
-            ).rowcount
+            return conn.execute(delete(s.inbox).where(i.uid == uid, i.message_id.in_(ids))).rowcount
 
         return self._db.run("messages.mark_received_until", thd)
 
@@ -418,7 +413,7 @@ def read_offline_page(conn: Connection, uid: str, after_seq: int, limit: int) ->
     rows = conn.execute(
         select(i.seq, *_COLUMNS)
         .join(s.inbox, i.message_id == m.id)
-        .where(i.uid == uid, s.inbox_unreceived, i.seq > after_seq)
+        .where(i.uid == uid, i.seq > after_seq)
         .order_by(i.seq)
         .limit(limit)
     )

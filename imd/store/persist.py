@@ -181,7 +181,7 @@ def _insert_inbox_txn(raw: Raw, stored: list[tuple[int, Message, int]]) -> None:
 
 def _write_sequences_txn(raw: Raw, sequence: _Sequence, last: dict[str, int]) -> None:
     table, key, counter = sequence
-    _update_from(raw, f"UPDATE {table} SET {counter} = k.b FROM k WHERE {table}.{key} = k.a", {"a": "text", "b": "bigint"}, list(last.items()))
+    _with_rows(raw, f"UPDATE {table} SET {counter} = k.b FROM k WHERE {table}.{key} = k.a", {"a": "text", "b": "bigint"}, list(last.items()))
 
 
 def _add_to_outbox_txn(raw: Raw, items: Sequence[Send], stored: list[tuple[int, Message, int]]) -> None:
@@ -206,7 +206,7 @@ def _move_group_cursors_txn(raw: Raw, items: Sequence[GroupAck]) -> None:
         last.update(raw.rows(f"SELECT gid, last_seq FROM groups WHERE gid IN ({marks(len(chunk))})", chunk, 2))
     # One row per (uid, gid): an UPDATE ... FROM with two would pick either.
     rows = [(gid, uid, min(seq, last.get(gid, 0))) for (uid, gid), seq in targets.items()]
-    _update_from(
+    _with_rows(
         raw,
         "UPDATE group_members SET synced_seq = k.s FROM k"
         " WHERE group_members.gid = k.g AND group_members.uid = k.u AND group_members.synced_seq < k.s",
@@ -222,28 +222,24 @@ def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
     for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", 4, "to_uid", pairs):
         found.setdefault((to_uid, msgid), []).append((id_, sender))
     results: list[int] = []
-    to_mark: dict[int, None] = {}
+    acknowledged: dict[int, None] = {}
     for uid, msgid, sender in items:
         ids = [id_ for id_, by in found.get((uid, msgid), ()) if sender is None or by == sender]
         results.append(len(ids))
-        to_mark.update(dict.fromkeys(ids))
-    # A 1:1 message has one inbox row, its recipient's: its id finds it,
-    # from the message_id index.  On Postgres through a join (an IN list
-    # without statistics is not looked up in the index); on SQLite through
-    # an IN list, since a join with hundreds of rows made it index the
-    # whole inbox anew for each statement (an automatic index: 1.0 ms a
-    # batch of 450 at 22,000 messages, 7.2 ms at 157,000; docs/benchmarks.rst,
-    # round 6).
+        acknowledged.update(dict.fromkeys(ids))
+    # A 1:1 message has one inbox row, its recipient's, until it is
+    # acknowledged: its id finds it, from the message_id index.  Deleted,
+    # not marked: the inbox holds what is still to be delivered, so it stays
+    # small however long the history (revision 0010).  On Postgres through a
+    # join (an IN list without statistics is not looked up in the index);
+    # on SQLite through an IN list, since a join with hundreds of rows made
+    # it index the whole inbox anew for each statement (an automatic index;
+    # docs/benchmarks.rst, round 6).
     if raw.postgres:
-        _update_from(
-            raw,
-            "UPDATE inbox SET received = TRUE FROM k WHERE inbox.message_id = k.id AND inbox.received = FALSE",
-            {"id": "bigint"},
-            [(id_,) for id_ in to_mark],
-        )
+        _with_rows(raw, "DELETE FROM inbox USING k WHERE inbox.message_id = k.id", {"id": "bigint"}, [(id_,) for id_ in acknowledged])
     else:
-        for chunk in chunks(list(to_mark), raw.chunk):
-            raw.execute(f"UPDATE inbox SET received = TRUE WHERE message_id IN ({marks(len(chunk))}) AND received = FALSE", chunk)
+        for chunk in chunks(list(acknowledged), raw.chunk):
+            raw.execute(f"DELETE FROM inbox WHERE message_id IN ({marks(len(chunk))})", chunk)
     return results
 
 
@@ -262,8 +258,8 @@ def _joined(raw: Raw, select: str, width: int, column: str, pairs: list[tuple[st
     return rows
 
 
-def _update_from(raw: Raw, update: str, columns: dict[str, str], rows: Sequence[Sequence]) -> None:
-    """C{update}, an C{UPDATE ... FROM k}, with C{rows} as C{k} (C{columns} as for L{Raw.table}): one statement a chunk."""
+def _with_rows(raw: Raw, statement: str, columns: dict[str, str], rows: Sequence[Sequence]) -> None:
+    """C{statement}, which reads C{rows} as C{k} (C{columns} as for L{Raw.table}): one statement a chunk."""
     for chunk in chunks(rows, raw.chunk):
         cte, params = raw.table("k", columns, chunk)
-        raw.execute(f"WITH {cte} {update}", params)
+        raw.execute(f"WITH {cte} {statement}", params)

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    false,
     text,
 )
 
@@ -237,26 +236,23 @@ messages = Table(
     Index("ix_messages_to_uid_msgid", "to_uid", "msgid"),
 )
 
+# A 1:1 message waiting for its recipient: the row goes in with the
+# message and is deleted when a session of the recipient acknowledges it,
+# so offline sync reads it by (uid, seq) and the table stays as small as
+# what is undelivered, however long the history (revision 0010; before,
+# acknowledged rows stayed, marked received, and every message's entries
+# spread over more pages as the table grew; docs/benchmarks.rst, round 6).
 inbox = Table(
     "inbox",
     metadata,
     _uid_fk(primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("message_id", BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
-    # Set when a session of the recipient acknowledged the message; until
-    # then it is part of offline sync.
+    # Unused since revision 0010 (an acknowledged row is deleted); kept so
+    # that the revision is a delete, not a rebuild of the table.
     Column("received", Boolean, nullable=False, server_default=text("false")),
     Index("ix_inbox_message_id", "message_id"),
 )
-
-# The inbox rows offline sync reads.  Only they are indexed: a message's
-# entry goes in at its send and leaves at its acknowledgement, on the same
-# few pages, where an index of every row moved each acknowledged entry to
-# another page (docs/benchmarks.rst, round 4).  The databases use a
-# partial index only for a query that states its condition as written, so
-# queries take this expression rather than spelling their own.
-inbox_unreceived = inbox.c.received == false()
-Index("ix_inbox_unreceived", inbox.c.uid, inbox.c.seq, sqlite_where=inbox_unreceived, postgresql_where=inbox_unreceived)
 
 receipts = Table(
     "receipts",
