@@ -96,6 +96,7 @@ class PlansMixin(StoreMixin):
         yield self.store.db.run_raw("messages.direct", persist_direct_txn, sends)
         acks = [Ack("bob", f"b{n}", "alice" if n % 2 else None) for n in range(400)]
         plans = yield self.raw_plans_of("messages.direct", persist_direct_txn, acks)
+        self.assertIndexed(plans, "ix_inbox_uid_msgid")
         self.assertIndexed(plans, "ix_inbox_message_id")
 
     @inlineCallbacks

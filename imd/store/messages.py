@@ -197,7 +197,8 @@ class MessageStore:
         """
         C{uid} acknowledged C{msgid} (from C{sender}, when the client says):
         it leaves C{uid}'s offline messages.  Returns how many of C{uid}'s
-        messages it names.  Acknowledgements are committed in batches.
+        undelivered messages it names (0 for one acknowledged already).
+        Acknowledgements are committed in batches.
         """
         return self._direct.submit(Ack(uid, msgid, sender))
 

@@ -82,7 +82,8 @@ _WIDTH = len(Message.__dataclass_fields__)
 def _find_messages_txn(raw: Raw, items: Sequence[Send]) -> dict[tuple[str, str], Message]:
     """The messages already stored under the (sender, msgid) of C{items}."""
     known: dict[tuple[str, str], Message] = {}
-    for row in _joined(raw, _SELECT, _WIDTH, "sender", list(dict.fromkeys((it.sender, it.msgid) for it in items))):
+    query = f"{_SELECT} FROM k JOIN messages m ON m.sender = k.a AND m.msgid = k.b"
+    for row in _joined(raw, query, _WIDTH, list(dict.fromkeys((it.sender, it.msgid) for it in items))):
         known[(row[2], row[1])] = Message(*row)
     return known
 
@@ -174,8 +175,8 @@ def _insert_messages_txn(raw: Raw, new: list[tuple[int, tuple, int]]) -> list[tu
 def _insert_inbox_txn(raw: Raw, stored: list[tuple[int, Message, int]]) -> None:
     raw.insert(
         "inbox",
-        {"uid": "text", "seq": "bigint", "message_id": "bigint"},
-        [(message.to_uid, seq, message.id) for _, message, seq in stored],
+        {"uid": "text", "seq": "bigint", "message_id": "bigint", "msgid": "text"},
+        [(message.to_uid, seq, message.id, message.msgid) for _, message, seq in stored],
     )
 
 
@@ -219,7 +220,11 @@ def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
     """Acknowledgements of many users; see L{imd.store.messages.MessageStore.mark_received}."""
     found: dict[tuple[str, str], list[tuple[int, str]]] = {}
     pairs = list(dict.fromkeys((uid, msgid) for uid, msgid, _ in items))
-    for id_, to_uid, msgid, sender in _joined(raw, "SELECT m.id, m.to_uid, m.msgid, m.sender", 4, "to_uid", pairs):
+    query = (
+        "SELECT i.message_id, i.uid, i.msgid, m.sender FROM k"
+        " JOIN inbox i ON i.uid = k.a AND i.msgid = k.b JOIN messages m ON m.id = i.message_id"
+    )
+    for id_, to_uid, msgid, sender in _joined(raw, query, 4, pairs):
         found.setdefault((to_uid, msgid), []).append((id_, sender))
     results: list[int] = []
     acknowledged: dict[int, None] = {}
@@ -228,9 +233,10 @@ def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
         results.append(len(ids))
         acknowledged.update(dict.fromkeys(ids))
     # A 1:1 message has one inbox row, its recipient's, until it is
-    # acknowledged: its id finds it, from the message_id index.  Deleted,
-    # not marked: the inbox holds what is still to be delivered, so it stays
-    # small however long the history (revision 0010).  On Postgres through a
+    # acknowledged: found above by (uid, msgid), deleted here by the
+    # message's id.  Deleted, not marked: the inbox holds what is still to be
+    # delivered, so it stays small however long the history (revision
+    # 0010), and so do its indexes.  On Postgres through a
     # join (an IN list without statistics is not looked up in the index);
     # on SQLite through an IN list, since a join with hundreds of rows made
     # it index the whole inbox anew for each statement (an automatic index;
@@ -243,18 +249,18 @@ def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
     return results
 
 
-def _joined(raw: Raw, select: str, width: int, column: str, pairs: list[tuple[str, str]]) -> list[Sequence]:
+def _joined(raw: Raw, query: str, width: int, pairs: list[tuple[str, str]]) -> list[Sequence]:
     """
-    The rows of C{select} (C{width} columns) whose (C{column}, msgid) is one
-    of C{pairs}.  A join on a list of the pairs is answered from the
-    (C{column}, msgid) index on both databases, one probe per pair, where
+    The rows of C{query} (C{width} columns), which joins C{k(a, b)}, the
+    list of C{pairs}, on an index of (a, b).  A join on such a list is
+    answered from that index on both databases, one probe per pair, where
     SQLite would probe every combination of two IN lists and Postgres
     without statistics scans.
     """
     rows: list[Sequence] = []
     for chunk in chunks(pairs, raw.chunk):
         cte, params = raw.table("k", {"a": "text", "b": "text"}, chunk)
-        rows += raw.rows(f"WITH {cte} {select} FROM k JOIN messages m ON m.{column} = k.a AND m.msgid = k.b", params, width)
+        rows += raw.rows(f"WITH {cte} {query}", params, width)
     return rows
 
 

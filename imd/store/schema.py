@@ -232,8 +232,6 @@ messages = Table(
     # index costs every new message a page write of its own.
     Index("ix_messages_to_uid_sender_created_at", "to_uid", "sender", "created_at"),
     Index("ix_messages_gid_created_at", "gid", "created_at"),
-    # A recipient acknowledges by msgid alone (seed 001's IM_MESSAGE_ACK).
-    Index("ix_messages_to_uid_msgid", "to_uid", "msgid"),
 )
 
 # A 1:1 message waiting for its recipient: the row goes in with the
@@ -248,10 +246,15 @@ inbox = Table(
     _uid_fk(primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("message_id", BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    # The message's msgid: a recipient acknowledges by msgid alone (seed
+    # 001's IM_MESSAGE_ACK), and finds it here, in an index of the few
+    # undelivered messages, instead of in an index of every message.
+    Column("msgid", String(64), nullable=False, server_default=""),
     # Unused since revision 0010 (an acknowledged row is deleted); kept so
     # that the revision is a delete, not a rebuild of the table.
     Column("received", Boolean, nullable=False, server_default=text("false")),
     Index("ix_inbox_message_id", "message_id"),
+    Index("ix_inbox_uid_msgid", "uid", "msgid"),
 )
 
 receipts = Table(
