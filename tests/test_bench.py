@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
@@ -130,6 +132,35 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertIn("imd / relay", text)
         self.assertIn("result:", out.decode())
 
+
+    @inlineCallbacks
+    def test_a_kill_removes_what_the_run_started(self):
+        # As a CI's timeout would: SIGTERM while the server the tool started runs.
+        class Bench(ProcessProtocol):
+            def __init__(self):
+                self.err, self.started, self.ended = b"", Deferred(), Deferred()
+
+            def errReceived(self, data):
+                self.err += data
+                found = re.search(rb"imd pid (\d+) listening", self.err)
+                if found and not self.started.called:
+                    self.started.callback(int(found.group(1)))
+
+            def processEnded(self, reason):
+                self.ended.callback(reason.value.exitCode)
+
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        bench = Bench()
+        args = ("-m", "imd.bench", "p2p", "--users", "4", "--duration", "60", "--compare", "none", "--no-progress")
+        process = reactor.spawnProcess(bench, sys.executable, (sys.executable,) + args, env=child_env(), path=cwd)
+        server = yield bench.started
+        process.signalProcess("TERM")
+        code = yield bench.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"interrupted", bench.err)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(server, 0)
 
     @inlineCallbacks
     def test_p2p_over_xmpp(self):

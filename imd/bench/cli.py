@@ -7,6 +7,7 @@ import argparse
 import datetime
 import secrets
 import shlex
+import signal
 import sys
 
 SCENARIO_HELP = {
@@ -194,6 +195,10 @@ def check(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from imd.bench.coordinator import BenchError
     from imd.bench.limits import loadavg, machine, raise_fd_limit
@@ -203,6 +208,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from imd.bench.server import ImdProcess, Target
 
     raise_fd_limit()
+    # A kill (a CI's timeout, say) stops the run as ^C does, so that the
+    # servers, peers and schema it made are removed, not left running.
+    signal.signal(signal.SIGTERM, _interrupted)
     # A bar only on a terminal (IMD_BENCH_PROGRESS=1 forces it).
     args.progress = args.progress and (sys.stderr.isatty() or _forced_progress())
     started = datetime.datetime.now()
