@@ -234,12 +234,12 @@ def _mark_received_txn(raw: Raw, items: Sequence[Ack]) -> list[int]:
         acknowledged.update(dict.fromkeys(ids))
     # A 1:1 message has one inbox row, its recipient's, until it is
     # acknowledged: found above by (uid, msgid), deleted here by the
-    # message's id.  Deleted, not marked: the inbox holds what is still to be
-    # delivered, so it stays small however long the history (revision
-    # 0010), and so do its indexes.  On Postgres through a
-    # join (an IN list without statistics is not looked up in the index);
-    # on SQLite through an IN list, since a join with hundreds of rows made
-    # it index the whole inbox anew for each statement (an automatic index;
+    # message's id.  Deleted, not marked: the inbox holds what is still to
+    # be delivered, so it and its indexes stay small however long the
+    # history (revision 0010).  On Postgres through a join (an IN list
+    # without statistics is not looked up in the index); on SQLite through
+    # an IN list, since a join with hundreds of rows made it index the
+    # whole inbox anew for each statement (an automatic index;
     # docs/benchmarks.rst, round 6).
     if raw.postgres:
         _with_rows(raw, "DELETE FROM inbox USING k WHERE inbox.message_id = k.id", {"id": "bigint"}, [(id_,) for id_ in acknowledged])
