@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -18,6 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
+from imd.bench.limits import cpu_seconds, descendants
 from imd.bench.report import digest_profile, print_summary
 from imd.bench.stats import Histogram
 from tests.support import POSTGRES_URL, child_env
@@ -57,6 +61,27 @@ class ProfileDigestTests(unittest.TestCase):
         self.assertEqual(digest["top_self"][0]["samples"], 3)
         self.assertTrue(digest["top_self"][0]["function"].startswith("loads"))
         self.assertEqual(digest["top_inclusive"][0]["percent"], 100.0)
+
+
+class ProcessTreeTests(unittest.TestCase):
+    def test_a_process_counts_the_cpu_of_those_under_it(self):
+        # A parent that only waits, and under it a child that spins: a
+        # server that hands work to a process of its own is charged for it.
+        spin = "import time\nt = time.time()\nwhile time.time() - t < 30: pass"
+        parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {spin!r}])"])
+        self.addCleanup(parent.wait)
+        self.addCleanup(parent.kill)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (cpu_seconds(parent.pid) or 0) < 0.5:
+            time.sleep(0.05)
+        children = descendants(parent.pid)
+        for child in children:
+            self.addCleanup(os.kill, child, signal.SIGKILL)
+        self.assertEqual(len(children), 1)
+        self.assertGreaterEqual(cpu_seconds(parent.pid), 0.5)
+        (child,) = children
+        self.assertLess(cpu_seconds(parent.pid) - cpu_seconds(child), 0.4)
+        self.assertIsNone(cpu_seconds(2**22 + 1))
 
 
 class BenchSmokeTests(unittest.TestCase):

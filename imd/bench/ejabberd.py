@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 
+from imd.bench.limits import descendants
 from imd.bench.server import Target, free_ports, log_tail
 
 CTL = "ejabberdctl"
@@ -149,20 +150,10 @@ def _pids_named(name: str) -> set[int]:
 
 def _descendant_named(root: int, name: str) -> int | None:
     """The first process named C{name} under C{root} (ejabberdctl runs erl, which runs beam.smp)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
+    under = descendants(root)
     for pid in sorted(_pids_named(name)):
-        p = pid
-        while p in parents and p > 1:
-            p = parents[p]
-            if p == root:
-                return pid
+        if pid in under:
+            return pid
     return None
 
 

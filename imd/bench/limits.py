@@ -48,8 +48,47 @@ def process_fd_limit(pid: int) -> int | None:
     return None
 
 
+def parents() -> dict[int, int]:
+    """Each running process's parent, from /proc."""
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    found[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    """The running processes under C{root}, at any depth."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents().items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process C{pid} so far."""
+    """
+    User + system CPU time so far of process C{pid} and the processes
+    running under it: a server's CPU is its whole tree's, whatever part of
+    its work it hands to a process of its own.
+    """
+    own = _own_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_own_cpu_seconds(child) or 0.0 for child in descendants(pid))
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
