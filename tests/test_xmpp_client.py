@@ -57,6 +57,9 @@ class ClientTests(SQLiteBackend, XmppTestMixin, unittest.TestCase):
             client = yield connect_xmpp(reactor, *server.address("xmpp"))
             yield client.login("rose", token, plain=True)
             yield client.close()
+        # Each counted as a token login, as on the long connection.
+        self.assertEqual(server.metrics.logins.labels("token")._value.get(), 5)
+        self.assertEqual(server.metrics.logins_failed.labels("token")._value.get(), 0)
         client = yield connect_xmpp(reactor, *server.address("xmpp"))
         self.addCleanup(client.close)
         yield self.assertFailure(client.login("rose", "wrong!!", plain=True), XmppError)

@@ -351,6 +351,8 @@ class XmppProtocol(FramedProtocol):
             owner = None
         if owner == authcid:
             token = password
+            # Counted as the long connection counts its token logins.
+            yield accounts.login_succeeded("token", self.peer_address(), "token")
         else:
             login = yield accounts.login(authcid, password, self.peer_address())
             token = login.token
