@@ -32,11 +32,13 @@ def parse_value(
         # A str may carry lone surrogates; encoded as they are, orjson
         # refuses them below like any other bad UTF-8.
         raw = raw.encode("utf-8", "surrogatepass")
-    if not bytes(raw).strip():
-        return blank
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        # Blank input is refused by orjson too: asked only then, so that a
+        # frame's body is not copied to be asked on every frame.
+        if not bytes(raw).strip():
+            return blank
         if "utf-8" in e.msg.lower():
             raise error(f"{what} is not UTF-8") from None
         raise error(f"{what} is not JSON{hint}: {e}") from None
