@@ -48,16 +48,23 @@ def process_fd_limit(pid: int) -> int | None:
     return None
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/C{pid}/stat after the command's name (None: gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # Past the CPU times (fields 11 and 12), which every reader here needs.
+    return fields if len(fields) > 12 else None
+
+
 def parents() -> dict[int, int]:
     """Each running process's parent, from /proc."""
     found: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    found[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
+        if entry.isdigit() and (fields := _stat(entry)) is not None:
+            found[int(entry)] = int(fields[1])
     return found
 
 
@@ -89,13 +96,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def _own_cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = _stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict:
