@@ -20,6 +20,8 @@ from tests.support import PostgresBackend, SQLiteBackend
 from tests.test_store import NOW, StoreMixin
 
 TABLES = ("messages", "inbox")
+# The statements whose plans are read: every one that can read a table.
+EXPLAINED = ("SELECT", "UPDATE", "DELETE", "WITH")
 
 
 class PlansMixin(StoreMixin):
@@ -38,7 +40,7 @@ class PlansMixin(StoreMixin):
         statements = []
 
         def seen(conn, cursor, statement, parameters, context, executemany):
-            if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
+            if statement.lstrip().upper().startswith(EXPLAINED):
                 statements.append((statement, parameters))
 
         engine = self.store.db.engine
@@ -57,7 +59,7 @@ class PlansMixin(StoreMixin):
         execute = Raw.execute
 
         def seen(raw, sql, params=()):
-            if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
+            if sql.lstrip().upper().startswith(EXPLAINED):
                 statements.append((sql, tuple(params)))
             return execute(raw, sql, params)
 
