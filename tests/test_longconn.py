@@ -285,13 +285,13 @@ class MessageTestsMixin(LongConnTestMixin):
         """The sizes of the 1:1 batches C{server} commits from now on."""
         batcher = server.store.messages._direct
         sizes = []
-        run = batcher._fn
+        run = batcher._run
 
-        def recording(conn, items):
+        def recording(name, fn, items):
             sizes.append(len(items))
-            return run(conn, items)
+            return run(name, fn, items)
 
-        self.patch(batcher, "_fn", recording)
+        self.patch(batcher, "_run", recording)
         return sizes
 
     @inlineCallbacks

@@ -43,7 +43,7 @@ class BatchTestsMixin:
         results = yield gatherResults(sends)
         self.assertTrue(all(created for _, created in results))
         # Far fewer transactions than messages.
-        self.assertLess(batches.count("messages.send_direct"), 20)
+        self.assertTrue(0 < batches.count("messages.direct") < 20, batches)
         for uid in ("b", "c"):
             offline = yield self.store.messages.offline(uid, limit=1000)
             bodies = [int(m.body) for m in offline]
@@ -101,7 +101,7 @@ class BatchTestsMixin:
                 raise ValueError("bad item")
             return [item.upper() for item in items]
 
-        batcher = Batcher(self.store.db, "test", fn)
+        batcher = Batcher(self.store.db.run, "test", fn)
         ds = [batcher.submit(x) for x in ("a", "b", "bad", "c")]
         self.assertEqual((yield ds[0]), "A")
         self.assertEqual((yield ds[1]), "B")

@@ -18,31 +18,28 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from imd.store.database import Database
-
 log = Logger()
 
 
 class Batcher:
     """
-    Runs C{fn(conn, items) -> results} (one result per item, in order) on
-    C{db} for batches of at most C{max_batch} items, one batch at a time.
+    Runs C{fn(conn, items) -> results} (one result per item, in order) for
+    batches of at most C{max_batch} items, one batch at a time, through
+    C{run(name, fn, items) -> Deferred}: L{imd.store.database.Database.run},
+    or C{run_raw} for a C{fn} that takes a L{imd.store.raw.Raw} cursor.
     """
 
     def __init__(
         self,
-        db: Database,
+        run: Callable[..., Deferred],
         name: str,
         fn: Callable[[Any, Sequence[Any]], list[Any]],
         # Large: a connection pipelines its messages, so under load a
         # batch holds several per user, and bigger ones commit more
         # messages per page written.
         max_batch: int = 4096,
-        raw: bool = False,
     ) -> None:
-        """C{raw}: C{fn} takes a L{imd.store.raw.Raw} cursor (L{Database.run_raw}), not a Connection."""
-        self._db = db
-        self._run = db.run_raw if raw else db.run
+        self._run = run
         self._name = name
         self._fn = fn
         self._max = max_batch

@@ -120,8 +120,8 @@ class MessageStore:
         self._db = db
         # 1:1 sends and acknowledgements share a transaction (one commit,
         # one fsync on SQLite, for both); group sends have their own.
-        self._direct = Batcher(db, "messages.direct", persist_direct_txn, raw=True)
-        self._group = Batcher(db, "messages.send_group", persist_group_txn, raw=True)
+        self._direct = Batcher(db.run_raw, "messages.direct", persist_direct_txn)
+        self._group = Batcher(db.run_raw, "messages.send_group", persist_group_txn)
 
     def send_direct(
         self,

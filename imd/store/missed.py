@@ -68,7 +68,7 @@ class MissedStore:
     def __init__(self, db: Database) -> None:
         # A batch is a read transaction that holds the store's thread for
         # each query's five statements; a few hundred logins at a time.
-        self._batch = Batcher(db, "missed.read", _read_many, max_batch=256)
+        self._batch = Batcher(db.run, "missed.read", _read_many, max_batch=256)
 
     def read(self, query: MissedQuery) -> "Deferred[Missed]":
         return self._batch.submit(query)

@@ -231,7 +231,7 @@ class TokenStore:
         self._db = db
         # Every login and every authenticated request looks its token up:
         # those arriving together share one statement and transaction.
-        self._lookups = Batcher(db, "tokens.get", _tokens, max_batch=500)
+        self._lookups = Batcher(db.run, "tokens.get", _tokens, max_batch=500)
 
     def add(self, token_hash: str, uid: str, now: int, expires_at: int) -> "Deferred[None]":
         def thd(conn: Connection) -> None:
