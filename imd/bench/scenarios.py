@@ -372,7 +372,7 @@ def _start_profiler(ctx: Context, pid: int, duration: float) -> tuple[subprocess
     path = ctx.args.profile
     process = subprocess.Popen(
         [exe, "record", "--pid", str(pid), "--duration", str(int(max(1, duration))), "--rate", "100",
-         "--nonblocking", "--threads", "--format", "raw", "--output", path],
+         "--nonblocking", "--threads", "--subprocesses", "--format", "raw", "--output", path],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
