@@ -32,6 +32,7 @@ which is what a wrong directory or a missing ``--config`` looks like.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -216,6 +217,9 @@ def _with_server(config: Config, args: argparse.Namespace) -> int:
 
     status = []
 
+    # An admin command commits a message or two: not worth a store process.
+    config = dataclasses.replace(config, database=dataclasses.replace(config.database, store_process="off"))
+
     async def run(reactor) -> None:
         server = Server(config, reactor)
         if config.database.migrate_on_start:
@@ -235,7 +239,7 @@ def _with_server(config: Config, args: argparse.Namespace) -> int:
             print(f"imd: {e.message}", file=sys.stderr)
             status.append(1)
         finally:
-            server.store.stop()
+            await server.store.stop()
 
     try:
         task.react(lambda reactor: ensureDeferred(run(reactor)))

@@ -168,6 +168,31 @@ class DatabaseConfig:
     sqlite_checkpoint_pages: int = key(
         10_000, _positive, "SQLite: WAL pages after which a commit copies the WAL back into the database"
     )
+    store_process: str = key(
+        "auto",
+        _choice("auto", "on", "off"),
+        "commit batches of messages in a process of their own, on a second core; auto: on for a SQLite file",
+    )
+
+    @property
+    def _in_memory(self) -> bool:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.url)
+        return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+    @property
+    def uses_store_process(self) -> bool:
+        """Whether L{store_process} asks for the store process, for this database."""
+        if self.store_process == "auto":
+            # Measured: a second core for SQLite's batches; on Postgres the
+            # database server already uses it (docs/benchmarks.rst, round 7).
+            return self.url.startswith("sqlite") and not self._in_memory
+        return self.store_process == "on"
+
+    def check(self) -> None:
+        if self.store_process == "on" and self._in_memory:
+            raise ConfigError("database.store_process = on needs a database file: a SQLite database in memory is one process's own")
 
 
 @dataclass(frozen=True)

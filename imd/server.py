@@ -54,9 +54,9 @@ class StoreService(Service):
         super().startService()
         self.store.start()
 
-    def stopService(self) -> None:
+    def stopService(self):
         super().stopService()
-        self.store.stop()
+        return self.store.stop()
 
 
 class HubService(Service):
@@ -103,6 +103,7 @@ class Server:
             reactor=self.reactor,
             observer=self.metrics.observe_store,
             checkpoint_pages=self.config.database.sqlite_checkpoint_pages,
+            process=self.config.database.uses_store_process,
         )
 
     @cached_property

@@ -66,13 +66,17 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 
 def make_config(database_url: str, **sections: dict) -> Config:
-    """A config for a test server: loopback port 0, cheap password hashing."""
+    """
+    A config for a test server: loopback port 0, cheap password hashing,
+    no store process (its start costs half a second of CPU, for each of
+    hundreds of servers; tests.test_store_process runs servers with one).
+    """
     base = {
         "http": {"endpoint": "tcp:0:interface=127.0.0.1"},
         "longconn": {"endpoint": ""},
         "socket": {"endpoint": ""},
         "xmpp": {"endpoint": ""},
-        "database": {"url": database_url},
+        "database": {"url": database_url, "store_process": "off"},
         "auth": {"hash_time_cost": 1, "hash_memory_kib": 1024},
     }
     return Config.from_dict(_merge(base, sections))

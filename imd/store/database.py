@@ -143,7 +143,7 @@ class Database:
         self.engine = create_imd_engine(url, pool_size, checkpoint_pages)
         self.dialect = self.engine.dialect.name
         threads = 1 if self.dialect == "sqlite" else pool_size
-        self._reactor = reactor
+        self.reactor = reactor
         self._threadpool = ThreadPool(minthreads=1, maxthreads=threads, name="imd-store")
         self._observer = observer
         self._running = False
@@ -169,7 +169,7 @@ class Database:
         thread pool; C{name} labels it in logs and metrics.
         """
         return deferToThreadPool(
-            self._reactor, self._threadpool, self.run_sync, name, fn, *args, **kwargs
+            self.reactor, self._threadpool, self.run_sync, name, fn, *args, **kwargs
         )
 
     def run_sync(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -189,7 +189,7 @@ class Database:
         batch's own statements, on the thread whose Python shares the GIL
         with the reactor.
         """
-        return deferToThreadPool(self._reactor, self._threadpool, self.run_raw_sync, name, fn, *args)
+        return deferToThreadPool(self.reactor, self._threadpool, self.run_raw_sync, name, fn, *args)
 
     def run_raw_sync(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """The body of L{run_raw}, for a caller already off the reactor thread."""

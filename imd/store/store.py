@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+
 from imd.store import migrate
 from imd.store.claims import ClaimStore
 from imd.store.database import DEFAULT_CHECKPOINT_PAGES, Database, Observer
@@ -28,14 +30,21 @@ class Store:
         reactor: Any = None,
         observer: Observer | None = None,
         checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
+        process: bool = False,
     ) -> None:
+        """C{process}: batches of messages run in a process of their own (L{imd.store.process})."""
         self.db = Database(url, pool_size, reactor=reactor, observer=observer, checkpoint_pages=checkpoint_pages)
+        self.process = None
+        if process:
+            from imd.store.process import StoreProcess
+
+            self.process = StoreProcess(url, self.db.reactor, checkpoint_pages, observer)
         self.users = UserStore(self.db)
         self.tokens = TokenStore(self.db)
         self.sms_codes = SmsCodeStore(self.db)
         self.roster = RosterStore(self.db)
         self.groups = GroupStore(self.db)
-        self.messages = MessageStore(self.db)
+        self.messages = MessageStore(self.db, self.process.run_raw if self.process else None)
         self.missed = MissedStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.apps = AppStore(self.db)
@@ -51,6 +60,11 @@ class Store:
 
     def start(self) -> None:
         self.db.start()
+        if self.process is not None:
+            self.process.start()
 
-    def stop(self) -> None:
-        self.db.stop()
+    def stop(self) -> Deferred:
+        """Fires once the store process, if any, has answered what it had; the database's threads stop then."""
+        d = self.process.stop() if self.process is not None else succeed(None)
+        d.addCallback(lambda _: self.db.stop())
+        return d

@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_store_process -*-
+"""
+The store process: runs the batches of L{imd.store.process.StoreProcess}
+on its own connection, one at a time, in the order they arrive.
+
+It reads frames on its standard input and answers each on its standard
+output; a frame is a 4-byte big-endian length and a pickle.  The first
+frame is (database URL, SQLite checkpoint pages); each next one is
+(request id, name, function, args), answered by (request id, ok, result
+or error, seconds).  The URL comes on the pipe, not the command line,
+where anyone on the host could read its password.
+
+It lives as long as its input: the server closes it to stop, and a
+server that died closes it too; it answers everything it read before it
+exits.  Ctrl-C and SIGTERM, which reach the whole process group, are the
+server's to act on, not its own.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from typing import Any, BinaryIO
+
+HEADER = struct.Struct(">I")
+
+
+def wall_ms() -> int:
+    """The clock a batch reads here, in place of the server's (see L{imd.store.process})."""
+    return int(time.time() * 1000)
+
+
+def read_frame(stream: BinaryIO) -> Any:
+    """The next frame's object, or None at the end of C{stream}."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return pickle.loads(payload)
+
+
+def frame(obj: Any) -> bytes:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
+def _portable(e: BaseException) -> BaseException:
+    """C{e}, if it survives a pickle; else a RuntimeError that says what it was."""
+    try:
+        pickle.loads(pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL))
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__module__}.{type(e).__qualname__}: {e}")
+
+
+def serve(source: BinaryIO, sink: BinaryIO) -> None:
+    """Answers the requests of C{source} on C{sink} until C{source} ends."""
+    # Late: importing the store is most of this process's start.
+    from imd.store.database import Database
+
+    setup = read_frame(source)
+    if setup is None:
+        return
+    url, checkpoint_pages = setup
+    # Its thread pool is never started: run_raw_sync runs on this thread.
+    db = Database(url, pool_size=1, checkpoint_pages=checkpoint_pages)
+    try:
+        while (request := read_frame(source)) is not None:
+            rid, name, fn, args = request
+            started = time.perf_counter()
+            try:
+                answer = (rid, True, db.run_raw_sync(name, fn, *args))
+            except Exception as e:
+                answer = (rid, False, _portable(e))
+            sink.write(frame(answer + (time.perf_counter() - started,)))
+            sink.flush()
+    finally:
+        db.engine.dispose()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The answers get a descriptor of their own, and descriptor 1 becomes
+    # standard error: nothing a library prints can corrupt a frame.
+    sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    source = os.fdopen(sys.stdin.fileno(), "rb", buffering=1 << 16, closefd=False)
+    try:
+        serve(source, sink)
+    except BrokenPipeError:
+        # The server is gone; nobody is left to answer.
+        pass
+
+
+if __name__ == "__main__":
+    main()
