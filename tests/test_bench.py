@@ -62,6 +62,17 @@ class ProfileDigestTests(unittest.TestCase):
         self.assertTrue(digest["top_self"][0]["function"].startswith("loads"))
         self.assertEqual(digest["top_inclusive"][0]["percent"], 100.0)
 
+    def test_a_child_process_names_its_threads(self):
+        server = 'process 10:"python -c import x; run() -n imd";'
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(server + "thread (10): MainThread;doPoll (twisted/internet/epollreactor.py:2) 2\n")
+            f.write(server + 'process 11:"python -P -m imd.store.worker";thread (11): MainThread;execute (imd/store/raw.py:9) 5\n')
+        threads = digest_profile(path)["threads"]
+        self.assertEqual(list(threads), ["imd.store.worker: MainThread", "MainThread"])
+        self.assertEqual(threads["imd.store.worker: MainThread"]["top_self"][0]["function"], "execute (imd/store/raw.py)")
+        self.assertEqual(threads["MainThread"]["samples"], 2)
+
 
 class ProcessTreeTests(unittest.TestCase):
     def test_a_process_counts_the_cpu_of_those_under_it(self):

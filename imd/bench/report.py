@@ -112,13 +112,21 @@ def write_json(doc: dict, path: str) -> None:
         f.write("\n")
 
 
+# A process's frame, its pid and command line; a child's stack names its
+# parent's process first.  The module of a "python -m MODULE" child names
+# its threads (the server's own stay unprefixed).
+_PROCESS = re.compile(r'(?:process \d+:"(.*?)";)+(?=thread \()')
+_MODULE = re.compile(r" -m (\S+)")
+
+
 def digest_profile(path: str, top: int = 25) -> dict:
     """
     Top functions of a py-spy ``--format raw`` recording (collapsed
     stacks, one ``frame;frame;… count`` per line): by self samples (the
     innermost frame) and by inclusive samples (anywhere on the stack),
     over all threads and per thread (``--threads`` recordings begin each
-    stack with ``thread (id): name``; pool threads are counted together).
+    stack with ``thread (id): name``; pool threads are counted together;
+    a child process's, as ``module: name``).
     """
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
@@ -135,11 +143,19 @@ def digest_profile(path: str, top: int = 25) -> dict:
                 n_samples = int(n)
             except ValueError:
                 continue
+            # --subprocesses: each stack first names its process, whose
+            # command line may itself hold semicolons.
+            process = _PROCESS.match(stack)
+            if process:
+                stack = stack[process.end() :]
             frames = [fr for fr in stack.split(";") if fr]
             thread = "all"
             if frames and frames[0].startswith("thread ("):
                 thread = re.sub(r"[-_ ]?\d+$", "", frames[0].split(": ", 1)[-1]) or "thread"
                 frames = frames[1:]
+            module = process and _MODULE.search(process.group(1))
+            if module:
+                thread = f"{module.group(1)}: {thread}"
             if not frames:
                 continue
             total += n_samples
