@@ -1,6 +1,7 @@
 """
-Functions for L{tests.test_store_process} to run in the store process: it
-imports them by name, as it does L{imd.store.persist}'s.
+Batches for L{tests.test_store_process} to run in the store process: it
+imports them by name, as it does L{imd.store.persist}'s.  Each takes the
+items of a batch and answers one result per item.
 """
 
 from __future__ import annotations
@@ -10,37 +11,46 @@ import threading
 import time
 
 
-def echo(raw, value):
-    return value
+def echo(raw, items):
+    return list(items)
 
 
-def pid(raw):
-    return os.getpid()
+def pid(raw, items):
+    return [os.getpid() for _ in items]
 
 
-def sleep(raw, seconds):
-    time.sleep(seconds)
-    return seconds
+def sleep(raw, items):
+    for seconds in items:
+        time.sleep(seconds)
+    return list(items)
 
 
-def fail(raw, error):
-    raise error
+def fail_on_errors(raw, items):
+    """Each item, unless one is an exception: then the batch fails with it."""
+    for item in items:
+        if isinstance(item, BaseException):
+            raise item
+    return list(items)
 
 
-def fail_unpicklably(raw):
+def fail_unpicklably(raw, items):
     raise Unpicklable(threading.Lock())
 
 
-def chatter(raw, text):
+def insert_then_fail_on_errors(raw, items):
+    """Stores each item as a user, in the batch's transaction; fails as L{fail_on_errors} does."""
+    for item in items:
+        if not isinstance(item, BaseException):
+            raw.execute("INSERT INTO users (uid, created_at, updated_at) VALUES (?, 1, 1)", [item])
+    return fail_on_errors(raw, items)
+
+
+def chatter(raw, items):
     # What a careless library might do: print, on the descriptor the answers once used.
-    print(text, flush=True)
-    os.write(1, text.encode() + b"\n")
-    return text
-
-
-def count_messages(raw):
-    (n,) = raw.execute("SELECT count(*) FROM messages").fetchone()
-    return n
+    for text in items:
+        print(text, flush=True)
+        os.write(1, text.encode() + b"\n")
+    return list(items)
 
 
 class Unpicklable(Exception):

@@ -192,7 +192,12 @@ class BenchSmokeTests(unittest.TestCase):
         process = reactor.spawnProcess(bench, sys.executable, (sys.executable,) + args, env=child_env(), path=cwd)
         server = yield bench.started
         process.signalProcess("TERM")
+        # Killed if it hangs, to say what it was doing, before trial's timeout.
+        hung = reactor.callLater(90, process.signalProcess, "KILL")
         code = yield bench.ended
+        if not hung.active():
+            self.fail(f"the tool did not stop on SIGTERM: {bench.err.decode(errors='replace')[-3000:]}")
+        hung.cancel()
         self.assertNotEqual(code, 0)
         self.assertIn(b"interrupted", bench.err)
         with self.assertRaises(ProcessLookupError):

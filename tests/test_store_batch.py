@@ -4,11 +4,11 @@ import time
 
 from sqlalchemy import func, select
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
 from imd.store import schema
-from imd.store.batch import Batcher
+from imd.store.batch import Batcher, ItemFailed
 from imd.store.store import Store
 from tests.support import PostgresBackend, SQLiteBackend
 
@@ -116,3 +116,79 @@ class SQLiteBatchTests(BatchTestsMixin, SQLiteBackend, unittest.TestCase):
 
 class PostgresBatchTests(BatchTestsMixin, PostgresBackend, unittest.TestCase):
     pass
+
+
+class Runner:
+    """A runner whose batches are answered by the test, as a store process's would be."""
+
+    def __init__(self):
+        self.sent = []
+
+    def __call__(self, name, fn, items):
+        d = Deferred()
+        self.sent.append((list(items), d))
+        return d
+
+    def answer(self, i, results=None):
+        items, d = self.sent[i]
+        d.callback([item.upper() for item in items] if results is None else results)
+
+    def fail(self, i):
+        self.sent[i][1].errback(RuntimeError("the runner died"))
+
+
+class DepthTests(unittest.TestCase):
+    """A Batcher of depth 2, with a runner that answers in order."""
+
+    def setUp(self):
+        self.runner = Runner()
+        self.batcher = Batcher(self.runner, "test", None, max_batch=2, depth=2)
+
+    def submit(self, *items):
+        return [self.batcher.submit(item) for item in items]
+
+    def batches(self):
+        return [items for items, _ in self.runner.sent]
+
+    def test_a_second_batch_only_when_a_full_one_waits(self):
+        ds = self.submit("a", "b")
+        self.assertEqual(self.batches(), [["a"]])
+        ds += self.submit("c")
+        self.assertEqual(self.batches(), [["a"], ["b", "c"]])
+        ds += self.submit("d", "e", "f")
+        # Two in flight: the rest waits, however much.
+        self.assertEqual(self.batches(), [["a"], ["b", "c"]])
+        self.runner.answer(0)
+        self.assertEqual(self.batches(), [["a"], ["b", "c"], ["d", "e"]])
+        self.runner.answer(1)
+        self.runner.answer(2)
+        self.runner.answer(3)
+        self.assertEqual([self.successResultOf(d) for d in ds], ["A", "B", "C", "D", "E", "F"])
+
+    def test_a_request_failed_alone_fails_alone(self):
+        ds = self.submit("a", "b", "c")
+        self.runner.answer(0)
+        self.runner.answer(1, ["B", ItemFailed(ValueError("bad c"))])
+        self.assertEqual(self.successResultOf(ds[1]), "B")
+        self.assertEqual(str(self.failureResultOf(ds[2], ValueError).value), "bad c")
+
+    def test_failed_batches_run_again_alone_and_in_order_before_the_next(self):
+        ds = self.submit("a", "b", "c", "d", "e")
+        self.assertEqual(self.batches(), [["a"], ["b", "c"]])
+        # The runner died with both batches: the lone request fails; the
+        # others run again alone, in the order they came, and nothing
+        # newer goes before them.
+        self.runner.fail(0)
+        self.assertEqual(len(self.batches()), 2)
+        self.failureResultOf(ds[0], RuntimeError)
+        self.runner.fail(1)
+        self.assertEqual(self.batches()[2:], [["b"]])
+        later = self.batcher.submit("f")
+        self.runner.answer(2)
+        self.assertEqual(self.batches()[3:], [["c"]])
+        self.runner.answer(3)
+        self.assertEqual(self.batches()[4:], [["d", "e"]])
+        self.runner.answer(4)
+        self.assertEqual(self.batches()[5:], [["f"]])
+        self.runner.answer(5)
+        self.assertEqual([self.successResultOf(d) for d in ds[1:] + [later]], ["B", "C", "D", "E", "F"])

@@ -15,6 +15,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
 from imd.config import Config, ConfigError
+from imd.store.batch import ItemFailed
 from imd.store.messages import Ack, Send
 from imd.store.persist import persist_direct_txn
 from imd.store.process import StoreProcess, StoreProcessLost, _dumps
@@ -59,7 +60,7 @@ class ProcessMixin:
         yield self.users("alice", "bob")
         sends = [Send("alice", "phone", "bob", f"m{i}", "text", f"hi {i}", "", stuck_clock) for i in range(3)]
         before = wall_ms()
-        results = yield self.process.run_raw("messages.direct", persist_direct_txn, sends + [sends[0]])
+        results = yield self.process.run_batch("messages.direct", persist_direct_txn, sends + [sends[0]])
         self.assertEqual([created for _, created in results], [True, True, True, False])
         self.assertEqual([m.body for m, _ in results], ["hi 0", "hi 1", "hi 2", "hi 0"])
         # The child reads its own clock, not the one the request carried.
@@ -68,7 +69,7 @@ class ProcessMixin:
         # Committed: this process's own connection sees them.
         offline = yield self.store.messages.offline("bob")
         self.assertEqual([m.msgid for m in offline], ["m0", "m1", "m2"])
-        acked = yield self.process.run_raw("messages.direct", persist_direct_txn, [Ack("bob", "m1", "alice")])
+        acked = yield self.process.run_batch("messages.direct", persist_direct_txn, [Ack("bob", "m1", "alice")])
         self.assertEqual(acked, [1])
         offline = yield self.store.messages.offline("bob")
         self.assertEqual([m.msgid for m in offline], ["m0", "m2"])
@@ -78,8 +79,8 @@ class ProcessMixin:
         answered = []
         requests = []
         for i in range(50):
-            d = self.process.run_raw("echo", store_child.echo, i)
-            d.addCallback(answered.append)
+            d = self.process.run_batch("echo", store_child.echo, [i])
+            d.addCallback(answered.extend)
             requests.append(d)
         yield gatherResults(requests)
         self.assertEqual(answered, list(range(50)))
@@ -87,60 +88,73 @@ class ProcessMixin:
     @inlineCallbacks
     def test_a_large_answer(self):
         value = "x" * 3_000_000
-        self.assertEqual((yield self.process.run_raw("echo", store_child.echo, value)), value)
+        self.assertEqual((yield self.process.run_batch("echo", store_child.echo, [value])), [value])
 
     @inlineCallbacks
-    def test_an_error_fails_its_request_alone(self):
-        failing = self.process.run_raw("fail", store_child.fail, KeyError("no such thing"))
-        after = self.process.run_raw("echo", store_child.echo, "fine")
+    def test_an_error_fails_its_batch_alone(self):
+        failing = self.process.run_batch("fail", store_child.fail_on_errors, [KeyError("no such thing")])
+        after = self.process.run_batch("echo", store_child.echo, ["fine"])
         error = yield self.assertFailure(failing, KeyError)
         self.assertEqual(error.args, ("no such thing",))
-        self.assertEqual((yield after), "fine")
+        self.assertEqual((yield after), ["fine"])
         self.assertIn(("fail", False), [(name, ok) for name, _, ok in self.observed])
 
     @inlineCallbacks
+    def test_a_failed_batch_runs_each_request_alone(self):
+        bad = KeyError("bad")
+        results = yield self.process.run_batch("users", store_child.insert_then_fail_on_errors, ["u1", bad, "u2"])
+        self.assertEqual(results[0::2], ["u1", "u2"])
+        self.assertEqual(type(results[1]), ItemFailed)
+        self.assertEqual(results[1].error.args, ("bad",))
+        # The others committed, each in a transaction of its own.
+        for uid in ("u1", "u2"):
+            self.assertIsNotNone((yield self.store.users.get(uid)))
+
+    @inlineCallbacks
     def test_an_error_that_does_not_pickle_is_told(self):
-        error = yield self.assertFailure(self.process.run_raw("fail", store_child.fail_unpicklably), RuntimeError)
+        error = yield self.assertFailure(self.process.run_batch("fail", store_child.fail_unpicklably, [1]), RuntimeError)
         self.assertIn("tests.store_child.Unpicklable: holds a lock", str(error))
 
     @inlineCallbacks
     def test_a_request_that_does_not_pickle_fails_alone(self):
-        yield self.assertFailure(self.process.run_raw("echo", store_child.echo, lambda: 1), AttributeError, pickle.PicklingError)
-        self.assertEqual((yield self.process.run_raw("echo", store_child.echo, 1)), 1)
+        yield self.assertFailure(
+            self.process.run_batch("echo", store_child.echo, [lambda: 1]), AttributeError, pickle.PicklingError
+        )
+        self.assertEqual((yield self.process.run_batch("echo", store_child.echo, [1])), [1])
 
     @inlineCallbacks
     def test_what_the_child_prints_does_not_spoil_an_answer(self):
-        self.assertEqual((yield self.process.run_raw("chatter", store_child.chatter, "noise")), "noise")
-        self.assertEqual((yield self.process.run_raw("echo", store_child.echo, 7)), 7)
+        self.assertEqual((yield self.process.run_batch("chatter", store_child.chatter, ["noise"])), ["noise"])
+        self.assertEqual((yield self.process.run_batch("echo", store_child.echo, [7])), [7])
 
     @inlineCallbacks
     def test_a_killed_child_fails_its_requests_and_is_replaced(self):
-        first = yield self.process.run_raw("pid", store_child.pid)
-        slow = self.process.run_raw("sleep", store_child.sleep, 5)
-        queued = self.process.run_raw("echo", store_child.echo, 1)
+        (first,) = yield self.process.run_batch("pid", store_child.pid, [None])
+        slow = self.process.run_batch("sleep", store_child.sleep, [5])
+        queued = self.process.run_batch("echo", store_child.echo, [1])
         os.kill(first, signal.SIGKILL)
         yield self.assertFailure(slow, StoreProcessLost)
         yield self.assertFailure(queued, StoreProcessLost)
         self.assertEqual([(name, ok) for name, _, ok in self.observed][-2:], [("sleep", False), ("echo", False)])
-        second = yield self.process.run_raw("pid", store_child.pid)
+        (second,) = yield self.process.run_batch("pid", store_child.pid, [None])
         self.assertNotEqual(second, first)
-        self.assertEqual((yield self.process.run_raw("echo", store_child.echo, 2)), 2)
+        self.assertEqual((yield self.process.run_batch("echo", store_child.echo, [2])), [2])
 
     @inlineCallbacks
     def test_stop_waits_for_the_answers(self):
-        child = yield self.process.run_raw("pid", store_child.pid)
-        slow = self.process.run_raw("sleep", store_child.sleep, 0.3)
+        (child,) = yield self.process.run_batch("pid", store_child.pid, [None])
+        slow = self.process.run_batch("sleep", store_child.sleep, [0.3])
         yield self.process.stop()
-        self.assertEqual((yield slow), 0.3)
+        self.assertEqual((yield slow), [0.3])
         self.assertRaises(ProcessLookupError, os.kill, child, 0)
-        yield self.assertFailure(self.process.run_raw("echo", store_child.echo, 1), RuntimeError)
+        yield self.assertFailure(self.process.run_batch("echo", store_child.echo, [1]), RuntimeError)
 
     @inlineCallbacks
     def test_the_server_gone_the_child_goes(self):
         # A child whose input ends (its server killed) exits on its own.
         process = StoreProcess(self.url, reactor, 10_000, env=child_env())
         process.start()
-        child = yield process.run_raw("pid", store_child.pid)
+        (child,) = yield process.run_batch("pid", store_child.pid, [None])
         ended = process._child.ended
         process._transport.closeStdin()
         yield ended
@@ -149,10 +163,10 @@ class ProcessMixin:
 
     @inlineCallbacks
     def test_signals_to_the_process_group_are_the_servers(self):
-        child = yield self.process.run_raw("pid", store_child.pid)
+        (child,) = yield self.process.run_batch("pid", store_child.pid, [None])
         os.kill(child, signal.SIGINT)
         os.kill(child, signal.SIGTERM)
-        self.assertEqual((yield self.process.run_raw("pid", store_child.pid)), child)
+        self.assertEqual((yield self.process.run_batch("pid", store_child.pid, [None])), [child])
 
 
 class SQLiteProcessTests(ProcessMixin, SQLiteBackend, unittest.TestCase):
@@ -170,16 +184,16 @@ class StartTests(unittest.TestCase):
         process = StoreProcess("postgresql+nosuchdriver://x/y", reactor, 10_000, env=child_env())
         process.start()
         self.addCleanup(process.stop)
-        error = yield self.assertFailure(process.run_raw("echo", store_child.echo, 1), StoreProcessLost)
+        error = yield self.assertFailure(process.run_batch("echo", store_child.echo, [1]), StoreProcessLost)
         self.assertIn("echo: the store process ended", str(error))
         self.assertEqual(process._delay, 0.5)
-        yield self.assertFailure(process.run_raw("echo", store_child.echo, 1), StoreProcessLost)
+        yield self.assertFailure(process.run_batch("echo", store_child.echo, [1]), StoreProcessLost)
         self.assertEqual(process._delay, 1.0)
 
     def test_stopped_before_the_child_started(self):
         process = StoreProcess("sqlite:///unused.sqlite3", reactor, 10_000, env=child_env())
         process.start()
-        waiting = process.run_raw("echo", store_child.echo, 1)
+        waiting = process.run_batch("echo", store_child.echo, [1])
         process.stop()
         self.assertFailure(waiting, StoreProcessLost)
         return waiting

@@ -7,12 +7,22 @@ Under load one commit (one fsync on SQLite, one round trip on Postgres)
 serves many messages; with one request at a time nothing waits, so an idle
 server answers as fast as before.  Each request still gets its own answer,
 in the order requests arrived, and one bad request does not fail the
-others: if a batch fails, its requests are run again one by one.
+others: if a batch fails, its requests are run again one by one, before
+any later request.
+
+A runner that answers in order (the store process) may hold a second
+batch while it commits the first (C{depth=2}), sent only when a full
+batch waits, so that under load the runner never idles between batches.
+Such a runner finds a bad request itself and answers it with
+L{ItemFailed}.  A batch that fails whole holds back everything newer
+until the batch sent after it has answered too; the requests of both are
+then run again one by one, in the order they came.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections import deque
+from typing import Any, Callable, NamedTuple, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -21,11 +31,17 @@ from twisted.python.failure import Failure
 log = Logger()
 
 
+class ItemFailed(NamedTuple):
+    """In a batch's results: the request that failed, alone (see the module's docstring)."""
+
+    error: BaseException
+
+
 class Batcher:
     """
     Runs C{fn(conn, items) -> results} (one result per item, in order) for
-    batches of at most C{max_batch} items, one batch at a time, through
-    C{run(name, fn, items) -> Deferred}: L{imd.store.database.Database.run},
+    batches of at most C{max_batch} items, at most C{depth} at a time,
+    through C{run(name, fn, items) -> Deferred}: L{imd.store.database.Database.run},
     or C{run_raw} for a C{fn} that takes a L{imd.store.raw.Raw} cursor.
     """
 
@@ -38,43 +54,66 @@ class Batcher:
         # batch holds several per user, and bigger ones commit more
         # messages per page written.
         max_batch: int = 4096,
+        depth: int = 1,
     ) -> None:
         self._run = run
         self._name = name
         self._fn = fn
         self._max = max_batch
+        self._depth = depth
         self._pending: list[tuple[Any, Deferred]] = []
-        self._running = False
+        # Requests of failed batches, to run alone, before anything else.
+        self._alone: deque[tuple[Any, Deferred]] = deque()
+        self._held = False
+        self._running = 0
 
     def submit(self, item: Any) -> Deferred:
         d: Deferred = Deferred()
         self._pending.append((item, d))
-        if not self._running:
-            self._next()
+        self._next()
         return d
 
     def _next(self) -> None:
-        if not self._pending:
-            self._running = False
+        if self._held:
+            # A batch failed: what was sent after it may fail too, and
+            # must be run again before anything newer is sent.
+            if self._running:
+                return
+            self._held = False
+        if self._alone:
+            if not self._running:
+                self._send([self._alone.popleft()])
             return
-        self._running = True
-        batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+        while self._pending and (
+            not self._running or (self._running < self._depth and len(self._pending) >= self._max)
+        ):
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[Any, Deferred]]) -> None:
+        self._running += 1
         d = self._run(self._name, self._fn, [item for item, _ in batch])
         d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
         d.addErrback(lambda f: log.failure("batch {name}", f, name=self._name))
 
     def _answered(self, results: list[Any], batch: list[tuple[Any, Deferred]]) -> None:
+        self._running -= 1
         # The next batch goes to the store first: it commits while this
         # one's answers are sent, instead of the two taking turns.
         self._next()
         for (_, d), result in zip(batch, results):
-            d.callback(result)
+            if type(result) is ItemFailed:
+                d.errback(result.error)
+            else:
+                d.callback(result)
 
-    def _failed(self, failure: Failure, batch: list[tuple[Any, Deferred]]) -> Deferred | None:
+    def _failed(self, failure: Failure, batch: list[tuple[Any, Deferred]]) -> None:
+        self._running -= 1
+        self._held = True
         if len(batch) == 1:
             self._next()
             batch[0][1].errback(failure)
-            return None
+            return
         # One request spoiled the transaction; find it by running each alone.
         log.info(
             "batch {name} of {n} failed ({error}); retrying one by one",
@@ -82,14 +121,5 @@ class Batcher:
             n=len(batch),
             error=failure.getErrorMessage(),
         )
-        d = Deferred()
-        d.callback(None)
-        for item, waiter in batch:
-            d.addCallback(lambda _, item=item, waiter=waiter: self._single(item, waiter))
-        d.addBoth(lambda _: self._next())
-        return d
-
-    def _single(self, item: Any, waiter: Deferred) -> Deferred:
-        d = self._run(self._name, self._fn, [item])
-        d.addCallbacks(lambda results: waiter.callback(results[0]), waiter.errback)
-        return d
+        self._alone.extend(batch)
+        self._next()

@@ -113,26 +113,27 @@ def _find(conn: Connection, sender: str, msgid: str) -> Message | None:
 
 
 class MessageStore:
-    def __init__(self, db: Database, run_batch: Callable[..., Deferred] | None = None) -> None:
-        """
-        C{run_batch}: what runs the batches of sends and acknowledgements,
-        L{Database.run_raw} unless given (L{imd.store.process.StoreProcess.run_raw}).
-        """
+    def __init__(self, db: Database, process: Any = None) -> None:
+        """C{process}: the L{imd.store.process.StoreProcess} that runs the batches of sends and acknowledgements, if any."""
         # Not at the top: persist builds this module's Messages.
         from imd.store.persist import persist_direct_txn, persist_group_txn
 
         self._db = db
-        # Batches in the store process are smaller: while it commits one,
-        # this process answers the one before, instead of the two taking
-        # turns over one batch of every message in flight
-        # (docs/benchmarks.rst, round 7).  Here, where the two share one
-        # core, larger batches commit more messages per page written.
-        max_batch = 4096 if run_batch is None else 512
-        run_batch = run_batch or db.run_raw
+        if process is None:
+            # Large batches, one at a time: here, where the store's Python
+            # and the reactor's share one core, larger batches commit more
+            # messages per page written.
+            run, max_batch, depth = db.run_raw, 4096, 1
+        else:
+            # Smaller batches, and a second one waiting in the process
+            # while it commits the first: this process answers one batch
+            # while the other commits one, instead of the two taking turns
+            # over every message in flight (docs/benchmarks.rst, round 7).
+            run, max_batch, depth = process.run_batch, 512, 2
         # 1:1 sends and acknowledgements share a transaction (one commit,
         # one fsync on SQLite, for both); group sends have their own.
-        self._direct = Batcher(run_batch, "messages.direct", persist_direct_txn, max_batch)
-        self._group = Batcher(run_batch, "messages.send_group", persist_group_txn, max_batch)
+        self._direct = Batcher(run, "messages.direct", persist_direct_txn, max_batch, depth)
+        self._group = Batcher(run, "messages.send_group", persist_group_txn, max_batch, depth)
 
     def send_direct(
         self,

@@ -31,7 +31,7 @@ import io
 import os
 import pickle
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessDone
@@ -43,7 +43,6 @@ from imd.store.database import Observer
 from imd.store.messages import Send
 from imd.store.worker import HEADER, frame, wall_ms
 
-T = TypeVar("T")
 log = Logger()
 # Seconds: the longest wait before a child that keeps dying is started again.
 MAX_RESPAWN_DELAY = 30.0
@@ -101,9 +100,9 @@ class _Child(ProcessProtocol):
 
 class StoreProcess:
     """
-    Runs C{fn(raw, *args)} in a child process, one call at a time, in the
-    order of L{run_raw}; C{fn} and its arguments and result must pickle
-    (a module's function, tuples, dataclasses).
+    Runs batches C{fn(raw, items) -> results} in a child process, one at a
+    time, in the order of L{run_batch}; C{fn} (a module's function), the
+    items and the results must pickle.
     """
 
     def __init__(
@@ -151,11 +150,16 @@ class StoreProcess:
         self._transport.closeStdin()
         return ended
 
-    def run_raw(self, name: str, fn: Callable[..., T], *args: Any) -> "Deferred[T]":
+    def run_batch(self, name: str, fn: Callable[[Any, Sequence[Any]], list], items: Sequence[Any]) -> "Deferred[list]":
+        """
+        L{imd.store.database.Database.run_raw}'s C{fn(raw, items)} in the
+        child; if the batch fails, each request runs alone, and one that
+        fails alone is answered with an L{imd.store.batch.ItemFailed}.
+        """
         if not self._running:
             return fail(RuntimeError("the store process is stopped"))
         try:
-            data = _dumps((self._next_id + 1, name, fn, args))
+            data = _dumps((self._next_id + 1, name, fn, items))
         except Exception:
             return fail()
         self._next_id += 1

@@ -44,7 +44,7 @@ class Store:
         self.sms_codes = SmsCodeStore(self.db)
         self.roster = RosterStore(self.db)
         self.groups = GroupStore(self.db)
-        self.messages = MessageStore(self.db, self.process.run_raw if self.process else None)
+        self.messages = MessageStore(self.db, self.process)
         self.missed = MissedStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.apps = AppStore(self.db)

@@ -6,8 +6,11 @@ on its own connection, one at a time, in the order they arrive.
 It reads frames on its standard input and answers each on its standard
 output; a frame is a 4-byte big-endian length and a pickle.  The first
 frame is (database URL, SQLite checkpoint pages); each next one is
-(request id, name, function, args), answered by (request id, ok, result
-or error, seconds).  The URL comes on the pipe, not the command line,
+(request id, name, function, items), answered by (request id, ok, results
+or error, seconds).  A batch that fails is run again a request at a time,
+and the requests that fail alone are answered with
+L{imd.store.batch.ItemFailed}: the others commit, in their order, before
+the next batch begins.  The URL comes on the pipe, not the command line,
 where anyone on the host could read its password.
 
 It lives as long as its input: the server closes it to stop, and a
@@ -60,10 +63,18 @@ def _portable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__module__}.{type(e).__qualname__}: {e}")
 
 
+def _alone(db: Any, name: str, fn: Any, item: Any, failed: type) -> Any:
+    try:
+        return db.run_raw_sync(name, fn, [item])[0]
+    except Exception as e:
+        return failed(_portable(e))
+
+
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
     """Answers the requests of C{source} on C{sink} until C{source} ends."""
     # Late: importing the store is most of this process's start.
     from imd.store.database import Database
+    from imd.store.batch import ItemFailed
 
     setup = read_frame(source)
     if setup is None:
@@ -73,12 +84,15 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
     db = Database(url, pool_size=1, checkpoint_pages=checkpoint_pages)
     try:
         while (request := read_frame(source)) is not None:
-            rid, name, fn, args = request
+            rid, name, fn, items = request
             started = time.perf_counter()
             try:
-                answer = (rid, True, db.run_raw_sync(name, fn, *args))
+                answer = (rid, True, db.run_raw_sync(name, fn, items))
             except Exception as e:
-                answer = (rid, False, _portable(e))
+                if len(items) == 1:
+                    answer = (rid, False, _portable(e))
+                else:
+                    answer = (rid, True, [_alone(db, name, fn, item, ItemFailed) for item in items])
             sink.write(frame(answer + (time.perf_counter() - started,)))
             sink.flush()
     finally:
