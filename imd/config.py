@@ -171,7 +171,7 @@ class DatabaseConfig:
     store_process: str = key(
         "auto",
         _choice("auto", "on", "off"),
-        "commit batches of messages in a process of their own, on a second core; auto: on for a SQLite file",
+        "commit batches of messages in a process of their own, on a second core; auto: on unless SQLite is in memory",
     )
 
     @property
@@ -185,9 +185,8 @@ class DatabaseConfig:
     def uses_store_process(self) -> bool:
         """Whether L{store_process} asks for the store process, for this database."""
         if self.store_process == "auto":
-            # Measured: a second core for SQLite's batches; on Postgres the
-            # database server already uses it (docs/benchmarks.rst, round 7).
-            return self.url.startswith("sqlite") and not self._in_memory
+            # Faster on both databases (docs/benchmarks.rst, round 7).
+            return not self._in_memory
         return self.store_process == "on"
 
     def check(self) -> None:

@@ -216,15 +216,15 @@ class ConfigTests(unittest.TestCase):
     def database(self, **keys):
         return Config.from_dict({"database": keys}).database
 
-    def test_auto_is_on_for_a_sqlite_file_only(self):
+    def test_auto_is_on_but_for_sqlite_in_memory(self):
         self.assertTrue(self.database(url="sqlite:///var/x.sqlite3").uses_store_process)
+        self.assertTrue(self.database(url="postgresql://u@h/d").uses_store_process)
         self.assertFalse(self.database(url="sqlite://").uses_store_process)
         self.assertFalse(self.database(url="sqlite:///:memory:").uses_store_process)
-        self.assertFalse(self.database(url="postgresql://u@h/d").uses_store_process)
 
     def test_on_and_off(self):
-        self.assertTrue(self.database(url="postgresql://u@h/d", store_process="on").uses_store_process)
-        self.assertFalse(self.database(url="sqlite:///x.sqlite3", store_process="off").uses_store_process)
+        self.assertTrue(self.database(url="sqlite:///x.sqlite3", store_process="on").uses_store_process)
+        self.assertFalse(self.database(url="postgresql://u@h/d", store_process="off").uses_store_process)
 
     def test_on_refuses_a_database_in_memory(self):
         with self.assertRaises(ConfigError) as raised:
