@@ -19,9 +19,10 @@ What differs from running in the server:
     not under a test's fake clock.
   - On SQLite the child and the server share the one write lock; the
     server's own transactions wait for a batch (busy_timeout).
-  - If the child dies, the requests it had fail (the client sends again;
-    a batch it committed first is then found, as any resend), and the
-    next request starts a new child.
+  - If the child dies, the requests it had fail, and a new child starts;
+    the batcher runs a failed batch's requests again one by one, and a
+    request the dead child had committed is then found, as any resend
+    (L{imd.store.batch}).
 """
 
 from __future__ import annotations
@@ -73,21 +74,24 @@ def _dumps(obj: Any) -> bytes:
 class _Child(ProcessProtocol):
     def __init__(self, owner: "StoreProcess") -> None:
         self._owner = owner
-        self._buffer = b""
+        # Appended to in place: a large answer comes in many reads.
+        self._buffer = bytearray()
         self.ended: Deferred = Deferred()
 
     def outReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        buffer = self._buffer
+        buffer += data
         offset = 0
-        end = len(buffer)
-        while end - offset >= HEADER.size:
+        while len(buffer) - offset >= HEADER.size:
             (size,) = HEADER.unpack_from(buffer, offset)
             start = offset + HEADER.size
-            if end - start < size:
+            if len(buffer) - start < size:
                 break
-            self._owner._answered(pickle.loads(buffer[start : start + size]))
+            with memoryview(buffer) as view:
+                answer = pickle.loads(view[start : start + size])
             offset = start + size
-        self._buffer = buffer[offset:]
+            self._owner._answered(answer)
+        del buffer[:offset]
 
     def errReceived(self, data: bytes) -> None:
         for line in data.decode("utf-8", "replace").splitlines():
