@@ -264,6 +264,8 @@ class RedisOutageTests(ClusterProcessMixin, unittest.TestCase):
         yield jack.send_message("rose", "before", msgid="m0")
         yield rose.expect(T.IM_MESSAGE)
         rose.ack_message("m0")
+        # Answered once the acknowledgement before it is committed.
+        yield rose.ping()
 
         self.redis.signal("KILL")
         yield self.redis.ended()
