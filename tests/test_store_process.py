@@ -284,6 +284,22 @@ class OverTheWireMixin(MessageTestsMixin, ReceiptRecallTestsMixin):
         self.assertEqual(set(live) | set(offline), {"m", *msgids})
 
 
+    @inlineCallbacks
+    def test_healthz_asks_the_store_process(self):
+        server = self.start_server()
+        pings = []
+        observe = server.store.process._observer
+        self.patch(server.store.process, "_observer", lambda name, *a: (pings.append(name), observe(name, *a)))
+        code, body, _ = yield self.http(server, "GET", "/healthz")
+        self.assertEqual((code, body["store"]["status"]), (200, "ok"))
+        self.assertEqual(pings, ["ping"])
+        # A store process that cannot answer: the instance is unavailable.
+        yield server.store.process.stop()
+        code, body, _ = yield self.http(server, "GET", "/healthz")
+        self.assertEqual((code, body["status"], body["store"]["status"]), (503, "unavailable", "unreachable"))
+        self.assertEqual(body["store"]["error"], "the store process is stopped")
+
+
 class SQLiteOverTheWireTests(OverTheWireMixin, SQLiteBackend, unittest.TestCase):
     pass
 

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 
 from imd.store.database import Observer
 from imd.store.messages import Send
-from imd.store.worker import HEADER, frame, wall_ms
+from imd.store.worker import HEADER, frame, select_one, wall_ms
 
 log = Logger()
 # Seconds: the longest wait before a child that keeps dying is started again.
@@ -174,6 +174,12 @@ class StoreProcess:
         else:
             self._queued.append(data)
             self._spawn_later()
+        return d
+
+    def ping(self) -> "Deferred[None]":
+        """Fires once the child has run a statement, after the batches before it."""
+        d = self.run_batch("ping", select_one, [None])
+        d.addCallback(lambda _: None)
         return d
 
     def _spawn_later(self) -> None:

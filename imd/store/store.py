@@ -58,6 +58,13 @@ class Store:
         """Upgrade the schema to the newest revision. Blocking."""
         migrate.upgrade(self.db.url)
 
+    def ping(self) -> Deferred:
+        """Fires once the database has answered, and the store process, if any."""
+        d = self.db.ping()
+        if self.process is not None:
+            d.addCallback(lambda _: self.process.ping())
+        return d
+
     def start(self) -> None:
         self.db.start()
         if self.process is not None:

@@ -37,6 +37,12 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def select_one(raw: Any, items: Any) -> list:
+    """A batch that proves the process and its connection answer (L{imd.store.process.StoreProcess.ping})."""
+    raw.execute("SELECT 1").fetchone()
+    return [None for _ in items]
+
+
 def read_frame(stream: BinaryIO) -> Any:
     """The next frame's object, or None at the end of C{stream}."""
     header = stream.read(HEADER.size)

@@ -27,7 +27,7 @@ def install(app, server: "Server") -> None:
         started = time.perf_counter()
         store = {"status": "ok", "backend": server.store.db.dialect}
         try:
-            d = server.store.db.ping()
+            d = server.store.ping()
             d.addTimeout(PING_TIMEOUT, server.reactor)
             yield d
             store["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
