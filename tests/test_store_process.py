@@ -190,6 +190,20 @@ class StartTests(unittest.TestCase):
         yield self.assertFailure(process.run_batch("echo", store_child.echo, [1]), StoreProcessLost)
         self.assertEqual(process._delay, 1.0)
 
+    @inlineCallbacks
+    def test_a_child_that_cannot_be_spawned_fails_requests(self):
+        process = StoreProcess("sqlite:///unused.sqlite3", reactor, 10_000, env=child_env())
+
+        def no_fork(*args, **kwargs):
+            raise OSError(11, "Resource temporarily unavailable")
+
+        self.patch(reactor, "spawnProcess", no_fork)
+        process.start()
+        self.addCleanup(process.stop)
+        error = yield self.assertFailure(process.run_batch("echo", store_child.echo, [1]), StoreProcessLost)
+        self.assertIn("Resource temporarily unavailable", str(error))
+        self.assertEqual(process._delay, 0.5)
+
     def test_stopped_before_the_child_started(self):
         process = StoreProcess("sqlite:///unused.sqlite3", reactor, 10_000, env=child_env())
         process.start()

@@ -188,11 +188,19 @@ class StoreProcess:
 
     def _spawn(self) -> None:
         self._spawning = None
-        self._child = _Child(self)
+        child = _Child(self)
         # -P: nothing of the working directory shadows imd.
         argv = [sys.executable, "-P", "-m", "imd.store.worker"]
-        self._transport = self._reactor.spawnProcess(self._child, sys.executable, argv, env=self._env if self._env is not None else os.environ.copy())
+        env = self._env if self._env is not None else os.environ.copy()
         self._started_at = self._reactor.seconds()
+        try:
+            self._transport = self._reactor.spawnProcess(child, sys.executable, argv, env=env)
+        except Exception as e:
+            # No fork (out of memory, out of processes): as a child that died at once.
+            self._queued = []
+            self._ended(Failure(e))
+            return
+        self._child = child
         self._transport.writeSequence([frame((self._url, self._checkpoint_pages))] + self._queued)
         self._queued = []
         log.info("store process {pid} started", pid=self._transport.pid)
