@@ -18,9 +18,9 @@ from imd.config import Config, ConfigError
 from imd.store.batch import ItemFailed
 from imd.store.messages import Ack, Send
 from imd.store.persist import persist_direct_txn
-from imd.store.process import StoreProcess, StoreProcessLost, _dumps
+from imd.store.process import _PICKLES, StoreProcess, StoreProcessLost
 from imd.store.store import Store
-from imd.store.worker import HEADER, wall_ms
+from imd.store.worker import HEADER, frame, wall_ms
 from tests import store_child
 from tests.support import PostgresBackend, SQLiteBackend, child_env
 from imd.channels.longconn import msgtypes as T
@@ -216,7 +216,7 @@ class StartTests(unittest.TestCase):
 class FrameTests(unittest.TestCase):
     def test_a_send_crosses_with_the_childs_clock(self):
         send = Send("a", "", "b", "m", "text", "x", "", stuck_clock, "kind")
-        data = _dumps((1, "n", persist_direct_txn, ([send],)))
+        data = frame((1, "n", persist_direct_txn, ([send],)), _PICKLES)
         (size,) = HEADER.unpack_from(data)
         self.assertEqual(size, len(data) - HEADER.size)
         (_, _, fn, ((crossed,),)) = pickle.loads(data[HEADER.size :])

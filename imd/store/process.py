@@ -28,7 +28,6 @@ What differs from running in the server:
 from __future__ import annotations
 
 import copyreg
-import io
 import os
 import pickle
 import sys
@@ -60,15 +59,6 @@ def _send_reduced(send: Send) -> tuple:
 
 _PICKLES = copyreg.dispatch_table.copy()
 _PICKLES[Send] = _send_reduced
-
-
-def _dumps(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _PICKLES
-    pickler.dump(obj)
-    payload = buffer.getvalue()
-    return HEADER.pack(len(payload)) + payload
 
 
 class _Child(ProcessProtocol):
@@ -163,7 +153,7 @@ class StoreProcess:
         if not self._running:
             return fail(RuntimeError("the store process is stopped"))
         try:
-            data = _dumps((self._next_id + 1, name, fn, items))
+            data = frame((self._next_id + 1, name, fn, items), _PICKLES)
         except Exception:
             return fail()
         self._next_id += 1

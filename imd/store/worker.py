@@ -21,6 +21,7 @@ server's to act on, not its own.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -55,8 +56,14 @@ def read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(payload)
 
 
-def frame(obj: Any) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def frame(obj: Any, pickles: dict | None = None) -> bytes:
+    """C{obj} as a frame; C{pickles}: a dispatch table (as copyreg's) for types that cross in a form of their own."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    if pickles is not None:
+        pickler.dispatch_table = pickles
+    pickler.dump(obj)
+    payload = buffer.getvalue()
     return HEADER.pack(len(payload)) + payload
 
 
