@@ -176,10 +176,9 @@ class DatabaseConfig:
 
     @property
     def _in_memory(self) -> bool:
-        from sqlalchemy.engine import make_url
+        from imd.store.database import normalize_url, sqlite_in_memory
 
-        url = make_url(self.url)
-        return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+        return sqlite_in_memory(normalize_url(self.url))
 
     @property
     def uses_store_process(self) -> bool:

@@ -66,9 +66,14 @@ def create_imd_engine(url: str, pool_size: int = 5, checkpoint_pages: int = DEFA
     )
 
 
+def sqlite_in_memory(url: URL) -> bool:
+    """Whether C{url} names a SQLite database in memory, one process's own."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def _sqlite_engine(url: URL, checkpoint_pages: int) -> Engine:
     path = url.database
-    memory = not path or path == ":memory:"
+    memory = sqlite_in_memory(url)
     if memory:
         # One shared connection, or every thread would see its own database.
         engine = create_engine(
