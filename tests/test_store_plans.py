@@ -147,5 +147,18 @@ class PostgresPlansTests(PlansMixin, PostgresBackend, unittest.TestCase):
     def raw_sql(self, sql):
         return sql.replace("?", "%s")
 
+    @inlineCallbacks
+    def test_no_plan_outlives_the_tables_it_was_made_for(self):
+        # A statement prepared while the tables were small kept its plan
+        # (read them whole) once they had grown: the store's connections
+        # prepare none, however often a statement runs.
+        def thd(conn):
+            raw = Raw(conn)
+            for n in range(8):
+                persist_direct_txn(raw, [Send("alice", "", "bob", f"p{n}", "text", "hi", "", lambda: NOW)])
+            return conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+
+        self.assertEqual((yield self.store.db.run("plans.prepared", thd)), 0)
+
     def reads_all(self, line):
         return any(f"Seq Scan on {table}" in line for table in TABLES)

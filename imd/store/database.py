@@ -62,7 +62,13 @@ def create_imd_engine(url: str, pool_size: int = 5, checkpoint_pages: int = DEFA
         # A connection that died with a database restart is replaced, not
         # handed to a request.
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 5},
+        # No prepared statements: psycopg prepares a statement on its fifth
+        # run, and Postgres then keeps a plan made for the tables as they
+        # were, which on a new database are empty.  The hot path's look-up
+        # of resent messages kept reading every message, a batch slower as
+        # the table grew (docs/benchmarks.rst, round 8).  Planned on each
+        # run, a statement sees the tables as they are.
+        connect_args={"connect_timeout": 5, "prepare_threshold": None},
     )
 
 
