@@ -6,8 +6,10 @@ through one, over the long connection.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
+import select
 import signal
 
 from twisted.internet import reactor
@@ -18,7 +20,7 @@ from imd.config import Config, ConfigError
 from imd.store.batch import ItemFailed
 from imd.store.messages import Ack, Send
 from imd.store.persist import persist_direct_txn
-from imd.store.process import _PICKLES, StoreProcess, StoreProcessLost
+from imd.store.process import _PICKLES, PIPE_SIZE, StoreProcess, StoreProcessLost
 from imd.store.store import Store
 from imd.store.worker import HEADER, frame, wall_ms
 from tests import store_child
@@ -84,6 +86,26 @@ class ProcessMixin:
             requests.append(d)
         yield gatherResults(requests)
         self.assertEqual(answered, list(range(50)))
+
+    @inlineCallbacks
+    def test_a_batch_leaves_before_the_reactor_turns(self):
+        # The turn that sends a batch may go on for a while (delivering the
+        # answers of the one before): the child has the batch meanwhile,
+        # and answers without this process's reactor having run.
+        yield self.process.ping()
+        answers = self.process._transport.pipes[1].fileno()
+        d = self.process.run_batch("echo", store_child.echo, ["now"])
+        readable, _, _ = select.select([answers], [], [], 10)
+        self.assertEqual(readable, [answers])
+        self.assertEqual((yield d), ["now"])
+
+    @inlineCallbacks
+    def test_the_pipes_hold_a_large_batch(self):
+        yield self.process.ping()
+        if not hasattr(fcntl, "F_GETPIPE_SZ"):
+            raise unittest.SkipTest("pipe sizes are Linux's")
+        pipes = self.process._transport.pipes
+        self.assertEqual([fcntl.fcntl(pipes[fd].fileno(), fcntl.F_GETPIPE_SZ) for fd in (0, 1)], [PIPE_SIZE] * 2)
 
     @inlineCallbacks
     def test_a_large_answer(self):
