@@ -129,10 +129,12 @@ class MessageStore:
             # while it commits the first: this process answers one batch
             # while the other commits one, instead of the two taking turns
             # over every message in flight.  How small was measured on
-            # each database (docs/benchmarks.rst, round 7): on SQLite 1,024
-            # kept the rate of 512 for a sixth less CPU; on Postgres 512
-            # went a fifth faster than 1,024.
-            run, max_batch, depth = process.run_batch, 1024 if db.dialect == "sqlite" else 512, 2
+            # each database (docs/benchmarks.rst, rounds 7 and 8): on
+            # SQLite 512 went a sixth faster than 1,024 once a batch
+            # reached the process as soon as it was sent; on Postgres,
+            # once its plans no longer read whole tables, 1,024 went a
+            # twentieth faster than 512.
+            run, max_batch, depth = process.run_batch, 512 if db.dialect == "sqlite" else 1024, 2
         # 1:1 sends and acknowledgements share a transaction (one commit,
         # one fsync on SQLite, for both); group sends have their own.
         self._direct = Batcher(run, "messages.direct", persist_direct_txn, max_batch, depth)
