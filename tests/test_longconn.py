@@ -11,6 +11,8 @@ from imd.channels.shared.framed import MAX_INFLIGHT
 from imd.channels.longconn import msgtypes as T
 from imd.channels.longconn.framing import decode_body, encode
 from imd.channels.longconn.client import ServerError
+from imd.channels.longconn.protocol import LongConnProtocol
+from tests import fuzzing
 from imd.core.accounts import LiveToken
 from tests.support import LongConnTestMixin, PostgresBackend, SQLiteBackend
 
@@ -186,6 +188,24 @@ class BadInputTestsMixin(LongConnTestMixin):
         err = yield self.assertFailure(client.request(424242, {}), ServerError)
         self.assertIn("424242", err.ack["err"])
         yield client.ping()
+
+    @inlineCallbacks
+    def test_a_bug_answering_one_frame_is_logged_and_the_next_is_handled(self):
+        server = self.start_server()
+        client = yield self.user(server, "alice")
+
+        def broken(protocol, *args):
+            raise RuntimeError("a bug in the channel")
+
+        self.patch(LongConnProtocol, "_answered", broken)
+        # An acknowledgement has no answer, so the client waits for none.
+        client.ack_message("m1", "bob")
+        yield settle()
+        self.patch(LongConnProtocol, "_answered", lambda *args: None)
+        msgtype, _ = yield client.ping()
+        self.assertEqual(msgtype, T.IM_PING)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(fuzzing.internal_errors(server), 1)
 
     @inlineCallbacks
     def test_many_frames_in_one_write_and_split_frames(self):

@@ -185,13 +185,16 @@ class FramedProtocol(Protocol):
             self._inflight += 1
             self._pipelining = pipelined
             self._last = d
-            d.addErrback(self._unexpected)
             d.addBoth(self._done)
         if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
             self._paused = False
             self.transport.resumeProducing()
 
-    def _done(self, _: Any) -> None:
+    def _done(self, result: Any) -> None:
+        # One callback for either outcome, not an errback and a callback:
+        # it runs for every frame.
+        if isinstance(result, Failure):
+            self._unexpected(result)
         self._inflight -= 1
         if not self._inflight:
             # Nothing will wait for it: an idle connection keeps no Deferred.
