@@ -13,7 +13,9 @@ import select
 import signal
 
 from twisted.internet import reactor
+from twisted.internet.error import ProcessTerminated
 from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from imd.config import Config, ConfigError
@@ -233,6 +235,27 @@ class StartTests(unittest.TestCase):
         process.stop()
         self.assertFailure(waiting, StoreProcessLost)
         return waiting
+
+
+class _ClosedInput:
+    """A child's transport after the child closed its standard input, before it ended."""
+
+    pipes: dict = {}
+
+    def write(self, data):
+        pass  # as Twisted's process transport: dropped without a pipe
+
+
+class ClosedInputTests(unittest.TestCase):
+    def test_a_batch_for_a_child_that_closed_its_input_waits_for_its_end(self):
+        process = StoreProcess("sqlite:///unused.sqlite3", reactor, 10_000, env=child_env())
+        process._running = True
+        process._transport = _ClosedInput()
+        d = process.run_batch("echo", store_child.echo, ["lost"])
+        self.assertFalse(d.called)
+        process._running = False  # no new child for this test
+        process._ended(Failure(ProcessTerminated(exitCode=1)))
+        self.failureResultOf(d, StoreProcessLost)
 
 
 class FrameTests(unittest.TestCase):

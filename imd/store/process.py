@@ -176,7 +176,10 @@ class StoreProcess:
             # deliver the answers of the batch before, many milliseconds
             # for which the child would wait for this one instead of
             # committing it meanwhile (docs/benchmarks.rst, round 8).
-            self._transport.pipes[0].doWrite()
+            # No pipe: the child closed it and is ending; _ended answers.
+            writer = self._transport.pipes.get(0)
+            if writer is not None:
+                writer.doWrite()
         else:
             self._queued.append(data)
             self._spawn_later()
