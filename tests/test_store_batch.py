@@ -192,3 +192,17 @@ class DepthTests(unittest.TestCase):
         self.assertEqual(self.batches()[5:], [["f"]])
         self.runner.answer(5)
         self.assertEqual([self.successResultOf(d) for d in ds[1:] + [later]], ["B", "C", "D", "E", "F"])
+
+    def test_a_runner_that_raises_fails_the_batch_and_the_next_goes_on(self):
+        runner = self.runner
+
+        def raising(name, fn, items):
+            raise RuntimeError("no process")
+
+        self.batcher._run = raising
+        failed = self.submit("a")
+        self.failureResultOf(failed[0], RuntimeError)
+        self.batcher._run = runner
+        later = self.submit("b")
+        runner.answer(0)
+        self.assertEqual(self.successResultOf(later[0]), "B")

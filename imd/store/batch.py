@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, NamedTuple, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -92,7 +92,12 @@ class Batcher:
 
     def _send(self, batch: list[tuple[Any, Deferred]]) -> None:
         self._running += 1
-        d = self._run(self._name, self._fn, [item for item, _ in batch])
+        try:
+            d = self._run(self._name, self._fn, [item for item, _ in batch])
+        except Exception:
+            # Answered as a failed batch: one still counted as running
+            # would hold back every request after it.
+            d = fail()
         d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
         d.addErrback(lambda f: log.failure("batch {name}", f, name=self._name))
 
