@@ -47,9 +47,12 @@ def run_online() -> None:
     try:
         with engine.connect() as connection:
             postgres = connection.dialect.name == "postgresql"
+            sqlite = connection.dialect.name == "sqlite"
             if postgres:
                 connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
                 connection.commit()
+            if sqlite:
+                _sqlite_foreign_keys(connection, False)
             try:
                 context.configure(
                     connection=connection,
@@ -59,14 +62,34 @@ def run_online() -> None:
                 )
                 with context.begin_transaction():
                     context.run_migrations()
+                    if sqlite:
+                        _no_dangling_keys(connection)
             finally:
                 if postgres:
                     connection.execute(
                         text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK}
                     )
                     connection.commit()
+                if sqlite:
+                    _sqlite_foreign_keys(connection, True)
     finally:
         engine.dispose()
+
+
+def _sqlite_foreign_keys(connection, on: bool) -> None:
+    # A revision that copies a table (batch mode) drops the old one, which
+    # with foreign keys on deletes every row that refers to it by a
+    # cascade.  So they are off while migrating; SQLite changes the
+    # setting only outside a transaction, hence on the driver's
+    # connection, before SQLAlchemy begins one.
+    connection.connection.dbapi_connection.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
+def _no_dangling_keys(connection) -> None:
+    # What the keys would have refused, refused at the end, before commit.
+    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if dangling:
+        raise RuntimeError(f"the migration left rows that refer to nothing: {dangling[:5]}")
 
 
 if context.is_offline_mode():

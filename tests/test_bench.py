@@ -351,5 +351,8 @@ class PostgresPopulationTests(unittest.TestCase):
             (counts["users"], counts["tokens"], counts["friendships"], counts["groups"], counts["group_members"]),
             (3, 3, 2, 1, 3),
         )
+        population.add_history([("a1", "a2")], 10)
+        self.assertEqual(population.counts()["messages"], 10)
         population.remove_users(["a1", "a2", "a3"])
-        self.assertEqual(population.counts()["users"], 0)
+        counts = population.counts()
+        self.assertEqual((counts["users"], counts["messages"], counts["inbox"]), (0, 0, 0))

@@ -219,7 +219,7 @@ class CliMixin:
     @inlineCallbacks
     def test_db_upgrade_and_current(self):
         head = head_revision()
-        self.assertEqual(head, "0010")
+        self.assertEqual(head, "0011")
         out = yield self.ok("db", "current")
         self.assertEqual(out, f"no imd database (head is {head}): run `python -m imd db upgrade` "
                               "(with the server's --config) to create it\n")

@@ -150,6 +150,34 @@ class MigrationsMixin:
         self.assertNotIn("ix_inbox_unreceived", {ix["name"] for ix in inspect(engine).get_indexes("inbox")})
         self.assertNotIn("ix_messages_to_uid_msgid", {ix["name"] for ix in inspect(engine).get_indexes("messages")})
 
+    def test_the_keys_go_and_every_row_stays(self):
+        # On SQLite the revision copies messages and drops the old table:
+        # with foreign keys on, that would have deleted the inbox rows and
+        # receipts that refer to it.
+        migrate.upgrade(self.url, "0010")
+        engine = self.engine()
+        with engine.begin() as conn:
+            for uid in ("alice", "bob"):
+                conn.execute(insert(s.users).values(uid=uid, created_at=1, updated_at=1, inbox_seq=1))
+            message_id = conn.execute(
+                insert(s.messages)
+                .values(msgid="m1", sender="alice", sender_res="", to_uid="bob", kind="text", body="x",
+                        client_time="", created_at=1)
+                .returning(s.messages.c.id)
+            ).scalar_one()
+            conn.execute(insert(s.inbox).values(uid="bob", seq=1, message_id=message_id, msgid="m1"))
+            conn.execute(insert(s.receipts).values(message_id=message_id, uid="bob", kind="read", at=2))
+        migrate.upgrade(self.url)
+        with engine.connect() as conn:
+            counts = [conn.execute(select(func.count()).select_from(t)).scalar() for t in (s.messages, s.inbox, s.receipts)]
+        self.assertEqual(counts, [1, 1, 1])
+        keys = {name: {fk["name"] for fk in inspect(engine).get_foreign_keys(name)} for name in ("messages", "inbox")}
+        self.assertEqual(keys, {"messages": {"fk_messages_gid_groups"}, "inbox": set()})
+        # Foreign keys are on again for what follows the migration.
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                self.assertEqual(conn.exec_driver_sql("PRAGMA foreign_keys").scalar(), 1)
+
     def test_orphaned_messages_get_inbox_rows(self):
         # What a crash inside a batch left before 0003 (see that revision).
         migrate.upgrade(self.url, "0002")

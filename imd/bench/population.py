@@ -156,9 +156,13 @@ class Population:
         return n
 
     def remove_users(self, uids: list[str]) -> None:
-        """Delete C{uids} and, by the schema's cascades, all that is theirs."""
+        """Delete C{uids} and all that is theirs: their 1:1 messages and inbox rows, then the rest by the schema's cascades."""
+        m = s.messages.c
         with self.engine.begin() as conn:
             for chunk in _chunks(uids, 500):
+                # No foreign keys there (see imd.store.schema): deleted here.
+                conn.execute(delete(s.inbox).where(s.inbox.c.uid.in_(chunk)))
+                conn.execute(delete(s.messages).where(m.sender.in_(chunk) | m.to_uid.in_(chunk)))
                 conn.execute(delete(s.groups).where(s.groups.c.creator.in_(chunk)))
                 conn.execute(delete(s.users).where(s.users.c.uid.in_(chunk)))
 
