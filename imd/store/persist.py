@@ -94,9 +94,10 @@ def _lock_sequences_txn(raw: Raw, sequence: _Sequence, targets: list[str]) -> di
     seqs: dict[str, int] = {}
     # Locked in a fixed order, so two instances' batches never deadlock;
     # the lock orders writers per inbox (or group), see users.inbox_seq.
-    # NO KEY UPDATE: inserting a message takes a key-share lock on its
-    # sender's row (the foreign key), which plain FOR UPDATE would block,
-    # and two batches sending to each other's users would deadlock.
+    # NO KEY UPDATE: the rows stay open to the key-share locks of the
+    # writes whose foreign keys name them (a login's token, a receipt, a
+    # group message's group), which plain FOR UPDATE would make wait for
+    # this batch's commit.
     lock = " FOR NO KEY UPDATE" if raw.postgres else ""
     for chunk in chunks(targets, raw.chunk):
         seqs.update(
