@@ -77,6 +77,11 @@ class Metrics:
         self.store_failures = Counter(
             "imd_store_failures", "Store transactions that failed", ["op"], registry=self.registry
         )
+        self.store_process_starts = Counter(
+            "imd_store_process_starts",
+            "Store processes started: one at start, one more each time one ended and was replaced",
+            registry=self.registry,
+        )
 
         self.redis_published = Counter(
             "imd_redis_published", "Events published to other instances", registry=self.registry

@@ -104,6 +104,7 @@ class Server:
             observer=self.metrics.observe_store,
             checkpoint_pages=self.config.database.sqlite_checkpoint_pages,
             process=self.config.database.uses_store_process,
+            process_started=self.metrics.store_process_starts.inc,
         )
 
     @cached_property

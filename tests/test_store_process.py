@@ -44,11 +44,15 @@ class ProcessMixin:
         self.addCleanup(store.stop)
         self.store = store
         self.observed = []
+        self.starts = 0
         self.process = self.start_process()
+
+    def started(self):
+        self.starts += 1
 
     def start_process(self) -> StoreProcess:
         process = StoreProcess(
-            self.url, reactor, 10_000, observer=lambda *a: self.observed.append(a), env=child_env()
+            self.url, reactor, 10_000, observer=lambda *a: self.observed.append(a), env=child_env(), started=self.started
         )
         process.start()
         self.addCleanup(process.stop)
@@ -154,6 +158,7 @@ class ProcessMixin:
     @inlineCallbacks
     def test_a_killed_child_fails_its_requests_and_is_replaced(self):
         (first,) = yield self.process.run_batch("pid", store_child.pid, [None])
+        self.assertEqual(self.starts, 1)
         slow = self.process.run_batch("sleep", store_child.sleep, [5])
         queued = self.process.run_batch("echo", store_child.echo, [1])
         os.kill(first, signal.SIGKILL)
@@ -162,6 +167,7 @@ class ProcessMixin:
         self.assertEqual([(name, ok) for name, _, ok in self.observed][-2:], [("sleep", False), ("echo", False)])
         (second,) = yield self.process.run_batch("pid", store_child.pid, [None])
         self.assertNotEqual(second, first)
+        self.assertEqual(self.starts, 2)
         self.assertEqual((yield self.process.run_batch("echo", store_child.echo, [2])), [2])
 
     @inlineCallbacks
@@ -341,6 +347,9 @@ class OverTheWireMixin(MessageTestsMixin, ReceiptRecallTestsMixin):
         # Stored once each, and each reaches bob: live, or (if the lost
         # child had committed it, so its resend was not new) offline.
         self.assertEqual(set(live) | set(offline), {"m", *msgids})
+        # The replacement is counted for the operator.
+        code, text, _ = yield self.http(server, "GET", "/metrics")
+        self.assertIn("imd_store_process_starts_total 2.0", text.decode())
 
 
     @inlineCallbacks

@@ -117,13 +117,15 @@ class StoreProcess:
         checkpoint_pages: int,
         observer: Observer | None = None,
         env: dict[str, str] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> None:
-        """C{env}: the child's environment, this process's unless given."""
+        """C{env}: the child's environment, this process's unless given; C{started()}: called for each child started."""
         self._url = url
         self._env = env
         self._reactor = reactor
         self._checkpoint_pages = checkpoint_pages
         self._observer = observer
+        self._started = started
         self._child: _Child | None = None
         self._transport: Any = None
         self._started_at = 0.0
@@ -215,6 +217,8 @@ class StoreProcess:
         self._transport.writeSequence([frame((self._url, self._checkpoint_pages))] + self._queued)
         self._queued = []
         log.info("store process {pid} started", pid=self._transport.pid)
+        if self._started is not None:
+            self._started()
 
     def _answered(self, answer: tuple) -> None:
         rid, ok, result, seconds = answer

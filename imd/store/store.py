@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -31,14 +31,19 @@ class Store:
         observer: Observer | None = None,
         checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
         process: bool = False,
+        process_started: Callable[[], None] | None = None,
     ) -> None:
-        """C{process}: batches of messages run in a process of their own (L{imd.store.process})."""
+        """
+        C{process}: batches of messages run in a process of their own
+        (L{imd.store.process}); C{process_started()} is called each time
+        one starts.
+        """
         self.db = Database(url, pool_size, reactor=reactor, observer=observer, checkpoint_pages=checkpoint_pages)
         self.process = None
         if process:
             from imd.store.process import StoreProcess
 
-            self.process = StoreProcess(url, self.db.reactor, checkpoint_pages, observer)
+            self.process = StoreProcess(url, self.db.reactor, checkpoint_pages, observer, started=process_started)
         self.users = UserStore(self.db)
         self.tokens = TokenStore(self.db)
         self.sms_codes = SmsCodeStore(self.db)
