@@ -156,7 +156,7 @@ class Population:
         return n
 
     def remove_users(self, uids: list[str]) -> None:
-        """Delete C{uids} and all that is theirs: their 1:1 messages and inbox rows, then the rest by the schema's cascades."""
+        """Delete C{uids} and all that is theirs: the messages they sent or received and their inbox rows, then the rest by the schema's cascades."""
         m = s.messages.c
         with self.engine.begin() as conn:
             for chunk in _chunks(uids, 500):

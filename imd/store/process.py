@@ -173,14 +173,15 @@ class StoreProcess:
         d: Deferred = Deferred()
         self._waiting[self._next_id] = (name, self._reactor.seconds(), d)
         if self._transport is not None:
-            self._transport.write(data)
-            # Now, not when the reactor next polls: this turn may go on to
-            # deliver the answers of the batch before, many milliseconds
-            # for which the child would wait for this one instead of
-            # committing it meanwhile (docs/benchmarks.rst, round 8).
             # No pipe: the child closed it and is ending; _ended answers.
             writer = self._transport.pipes.get(0)
             if writer is not None:
+                writer.write(data)
+                # Now, not when the reactor next polls: this turn may go on
+                # to deliver the answers of the batch before, many
+                # milliseconds for which the child would wait for this one
+                # instead of committing it meanwhile (docs/benchmarks.rst,
+                # round 8).
                 writer.doWrite()
         else:
             self._queued.append(data)
