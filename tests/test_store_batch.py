@@ -5,6 +5,7 @@ import time
 from sqlalchemy import func, select
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from imd.store import schema
@@ -93,6 +94,17 @@ class BatchTestsMixin:
         self.assertEqual(counts, [1] * 10 + [0, 0])
         offline = yield self.store.messages.offline("b")
         self.assertEqual([m.msgid for m in offline], [f"m{i}" for i in range(1, 20, 2)])
+
+    @inlineCallbacks
+    def test_a_lazy_acknowledgement_is_committed_by_the_stop(self):
+        yield self.users("a", "b")
+        yield self.store.messages.send_direct("a", "", "b", "m1", "text", "x", "", now)
+        acked = self.store.messages.mark_received("b", "m1", lazy=True)
+        # Not waiting for its delay: the stop sends it, and its batch's
+        # transaction committed before it answers.
+        stopped = self.store.stop()
+        self.assertEqual((yield acked), 1)
+        yield stopped
 
     @inlineCallbacks
     def test_a_bad_request_fails_alone(self):
@@ -206,3 +218,69 @@ class DepthTests(unittest.TestCase):
         later = self.submit("b")
         runner.answer(0)
         self.assertEqual(self.successResultOf(later[0]), "B")
+
+
+class LazyTests(unittest.TestCase):
+    """Lazy requests (acknowledgements) wait for the next request that is not, or for the delay."""
+
+    def setUp(self):
+        self.runner = Runner()
+        self.clock = Clock()
+        self.batcher = Batcher(self.runner, "test", None, max_batch=3, clock=self.clock, lazy_delay=0.005)
+
+    def batches(self):
+        return [items for items, _ in self.runner.sent]
+
+    def test_a_lazy_request_goes_after_the_delay(self):
+        d = self.batcher.submit("ack", lazy=True)
+        self.clock.advance(0.004)
+        self.assertEqual(self.batches(), [])
+        self.clock.advance(0.001)
+        self.assertEqual(self.batches(), [["ack"]])
+        self.runner.answer(0)
+        self.assertEqual(self.successResultOf(d), "ACK")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lazy_requests_ride_with_the_next_one_in_their_order(self):
+        ds = [self.batcher.submit("ack1", lazy=True), self.batcher.submit("ack2", lazy=True)]
+        ds.append(self.batcher.submit("send"))
+        self.assertEqual(self.batches(), [["ack1", "ack2", "send"]])
+        # Nothing left for the timer to send.
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.runner.answer(0)
+        self.assertEqual([self.successResultOf(d) for d in ds], ["ACK1", "ACK2", "SEND"])
+
+    def test_lazy_requests_wait_behind_a_running_batch_until_the_delay(self):
+        first = self.batcher.submit("send")
+        ack = self.batcher.submit("ack", lazy=True)
+        self.runner.answer(0)
+        self.successResultOf(first)
+        self.assertEqual(self.batches(), [["send"]])
+        self.clock.advance(0.005)
+        self.assertEqual(self.batches(), [["send"], ["ack"]])
+        self.runner.answer(1)
+        self.assertEqual(self.successResultOf(ack), "ACK")
+
+    def test_a_full_batch_of_lazy_requests_goes_at_once(self):
+        ds = [self.batcher.submit(f"ack{i}", lazy=True) for i in range(4)]
+        self.assertEqual(self.batches(), [["ack0", "ack1", "ack2"]])
+        self.runner.answer(0)
+        # The one left over still waits for the delay, not for ever.
+        self.assertEqual(len(self.batches()), 1)
+        self.clock.advance(0.005)
+        self.assertEqual(self.batches()[1:], [["ack3"]])
+        self.runner.answer(1)
+        self.assertEqual([self.successResultOf(d) for d in ds], ["ACK0", "ACK1", "ACK2", "ACK3"])
+
+    def test_flush_sends_lazy_requests_now(self):
+        d = self.batcher.submit("ack", lazy=True)
+        self.batcher.flush()
+        self.assertEqual(self.batches(), [["ack"]])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.runner.answer(0)
+        self.assertEqual(self.successResultOf(d), "ACK")
+
+    def test_without_a_clock_nothing_is_lazy(self):
+        batcher = Batcher(self.runner, "test", None)
+        batcher.submit("ack", lazy=True)
+        self.assertEqual(self.batches(), [["ack"]])

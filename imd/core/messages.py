@@ -162,12 +162,18 @@ class MessageService:
         self._hub.deliver(recipients, Event(events.MESSAGE, data))
         self._hub.deliver([message.sender], Event(events.MESSAGE_COPY, data), exclude=origin)
 
-    def acknowledge(self, uid: str, msgid: Any, sender: Any = None):
-        """C{uid}'s client has message C{msgid}: it leaves the offline messages."""
+    def acknowledge(self, uid: str, msgid: Any, sender: Any = None, lazy: bool = False):
+        """
+        C{uid}'s client has message C{msgid}: it leaves the offline messages.
+        C{lazy}: the client awaits no answer, so the acknowledgement may wait
+        a few ms for the commit of the next message instead of paying one.
+        A server that stops before then forgets it: the message comes again
+        and the client drops it by its msgid.
+        """
         msgid = fields.ident("msgid", msgid)
         if sender is not None:
             sender = fields.uid("from", sender)
-        return self._messages.mark_received(uid, msgid, sender)
+        return self._messages.mark_received(uid, msgid, sender, lazy)
 
     def offline(self, uid: str, limit: int = 500):
         return self._messages.offline(uid, limit)
@@ -262,9 +268,9 @@ class MessageService:
         returnValue(messages)
 
     @inlineCallbacks
-    def acknowledge_group(self, uid: str, gid: Any, seq: Any):
-        """A live group message reached C{uid}: its cursor moves past it."""
-        yield self._messages.group_acked(uid, fields.gid("gid", gid), fields.integer("seq", seq))
+    def acknowledge_group(self, uid: str, gid: Any, seq: Any, lazy: bool = False):
+        """A live group message reached C{uid}: its cursor moves past it (C{lazy} as L{acknowledge})."""
+        yield self._messages.group_acked(uid, fields.gid("gid", gid), fields.integer("seq", seq), lazy)
 
     def received(self, uid: str, data: dict):
         """

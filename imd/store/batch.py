@@ -17,6 +17,12 @@ Such a runner finds a bad request itself and answers it with
 L{ItemFailed}.  A batch that fails whole holds back everything newer
 until the batch sent after it has answered too; the requests of both are
 then run again one by one, in the order they came.
+
+A request no one waits on promptly (a client's acknowledgement, which it
+gets no answer to) may be I{lazy}: it goes with the next request that is
+not, or after C{lazy_delay} seconds, so that at low load an
+acknowledgement rides in the commit of a message instead of paying a
+commit of its own.  It keeps its place in the order either way.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ class Batcher:
         # messages per page written.
         max_batch: int = 4096,
         depth: int = 1,
+        clock: Any = None,
+        lazy_delay: float = 0.005,
     ) -> None:
         self._run = run
         self._name = name
@@ -66,12 +74,32 @@ class Batcher:
         self._alone: deque[tuple[Any, Deferred]] = deque()
         self._held = False
         self._running = 0
+        self._clock = clock
+        self._lazy_delay = lazy_delay
+        # Whether what is pending goes as soon as the runner takes it;
+        # False only while every pending request is lazy (and _timer runs).
+        self._due = False
+        self._timer: Any = None
 
-    def submit(self, item: Any) -> Deferred:
+    def submit(self, item: Any, lazy: bool = False) -> Deferred:
+        """C{item}'s result; C{lazy}: see the module's docstring (only with a C{clock})."""
         d: Deferred = Deferred()
         self._pending.append((item, d))
+        if not lazy or self._clock is None:
+            self._due = True
+        elif not self._due and self._timer is None:
+            self._timer = self._clock.callLater(self._lazy_delay, self.flush)
         self._next()
         return d
+
+    def flush(self) -> None:
+        """Send what is pending, lazy or not, as soon as the runner takes it."""
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        self._due = True
+        self._next()
 
     def _next(self) -> None:
         if self._held:
@@ -84,10 +112,17 @@ class Batcher:
             if not self._running:
                 self._send([self._alone.popleft()])
             return
-        while self._pending and (
-            not self._running or (self._running < self._depth and len(self._pending) >= self._max)
+        while (
+            self._pending
+            and (self._due or len(self._pending) >= self._max)
+            and (not self._running or (self._running < self._depth and len(self._pending) >= self._max))
         ):
             batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            if not self._pending:
+                self._due = False
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
             self._send(batch)
 
     def _send(self, batch: list[tuple[Any, Deferred]]) -> None:

@@ -137,7 +137,7 @@ class MessageStore:
             run, max_batch, depth = process.run_batch, 512 if db.dialect == "sqlite" else 1024, 2
         # 1:1 sends and acknowledgements share a transaction (one commit,
         # one fsync on SQLite, for both); group sends have their own.
-        self._direct = Batcher(run, "messages.direct", persist_direct_txn, max_batch, depth)
+        self._direct = Batcher(run, "messages.direct", persist_direct_txn, max_batch, depth, clock=db.reactor)
         self._group = Batcher(run, "messages.send_group", persist_group_txn, max_batch, depth)
 
     def send_direct(
@@ -209,15 +209,16 @@ class MessageStore:
         return self._db.run("messages.find_in_group", thd)
 
     def mark_received(
-        self, uid: str, msgid: str, sender: str | None = None
+        self, uid: str, msgid: str, sender: str | None = None, lazy: bool = False
     ) -> "Deferred[int]":
         """
         C{uid} acknowledged C{msgid} (from C{sender}, when the client says):
         it leaves C{uid}'s offline messages.  Returns how many of C{uid}'s
         undelivered messages it names (0 for one acknowledged already).
-        Acknowledgements are committed in batches.
+        Acknowledgements are committed in batches; a C{lazy} one waits for
+        the next message's commit (L{imd.store.batch}), a few ms at most.
         """
-        return self._direct.submit(Ack(uid, msgid, sender))
+        return self._direct.submit(Ack(uid, msgid, sender), lazy)
 
     def offline(self, uid: str, limit: int = 500) -> "Deferred[list[Message]]":
         """
@@ -289,13 +290,17 @@ class MessageStore:
         """
         return self._db.run("messages.group_offline", read_group_offline, uid, gid, limit, after)
 
-    def group_acked(self, uid: str, gid: str, seq: int) -> "Deferred[None]":
+    def group_acked(self, uid: str, gid: str, seq: int, lazy: bool = False) -> "Deferred[None]":
         """
         A live group message reached C{uid}: its cursor in C{gid} moves to
         C{seq} (never back, never past the last message).  Batched with
-        the other writes of L{send_direct}.
+        the other writes of L{send_direct}, C{lazy} as L{mark_received}.
         """
-        return self._direct.submit(GroupAck(uid, gid, seq))
+        return self._direct.submit(GroupAck(uid, gid, seq), lazy)
+
+    def flush(self) -> None:
+        """Lazy acknowledgements go now (the store is stopping)."""
+        self._direct.flush()
 
     def group_synced(
         self, uid: str, gid: str, seq: int | None = None, until: int | None = None

@@ -77,6 +77,7 @@ class Store:
 
     def stop(self) -> Deferred:
         """Fires once the store process, if any, has answered what it had; the database's threads stop then."""
+        self.messages.flush()
         d = self.process.stop() if self.process is not None else succeed(None)
         d.addCallback(lambda _: self.db.stop())
         return d

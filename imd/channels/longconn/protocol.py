@@ -244,8 +244,10 @@ class LongConnProtocol(FramedProtocol):
                     raise InvalidField("a group message is acknowledged with its gid and seq")
                 # Only a member's own cursor moves, and only within its
                 # groups' messages: no membership check on this hot path.
-                return self.server.messages.acknowledge_group(self.session.uid, body["gid"], body["seq"])
-            return self.server.messages.acknowledge(self.session.uid, msgid, body.get("from"))
+                return self.server.messages.acknowledge_group(self.session.uid, body["gid"], body["seq"], lazy=True)
+            # The client gets no answer to an acknowledgement: it may wait
+            # for the next message's commit instead of paying its own.
+            return self.server.messages.acknowledge(self.session.uid, msgid, body.get("from"), lazy=True)
         if kind == str(T.IM_ROSTER_ADD_REQ):
             return self.server.roster.request_received(self.session.uid, msgid)
         if kind in (str(T.IM_CHATROOM_INVENT), str(T.IM_CHATROOM)):
