@@ -264,6 +264,7 @@ class MessageTestsMixin(LongConnTestMixin):
         yield bob.ping()
         offline = yield server.messages.offline("bob")
         self.assertEqual([m.msgid for m in offline], ["m2"])
+        self.assertEqual(server.metrics.registry.get_sample_value("imd_messages_total", {"kind": "text"}), 2.0)
 
     @inlineCallbacks
     def test_offline_recipient(self):

@@ -62,6 +62,7 @@ class MessageService:
         self._config = config
         self._clock = clock
         self._metrics = metrics
+        self._counted: dict[str, Any] = {}
 
     @property
     def direct_in_order(self) -> bool:
@@ -157,7 +158,12 @@ class MessageService:
 
     def _delivered(self, message: Message, recipients: list[str], origin: Any) -> None:
         if self._metrics is not None:
-            self._metrics.messages.labels(message.kind).inc()
+            counted = self._counted.get(message.kind)
+            if counted is None:
+                # labels() takes a lock and checks its values: a third of
+                # what counting a message cost.
+                counted = self._counted[message.kind] = self._metrics.messages.labels(message.kind)
+            counted.inc()
         data = message_data(message)
         self._hub.deliver(recipients, Event(events.MESSAGE, data))
         self._hub.deliver([message.sender], Event(events.MESSAGE_COPY, data), exclude=origin)
